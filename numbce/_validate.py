@@ -1,0 +1,173 @@
+"""Input checks and normalisation, shared by every backend. No kernel lives here.
+
+The checks that need only ``shape`` and ``dtype`` work on any array kind (NumPy, CUDA,
+Dask); :func:`prepare_numpy` also lays NumPy arrays out flat for the CPU kernels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+_REAL_KINDS = "fiub"
+
+
+def check_reduction(reduction: str, size_average=None, reduce=None) -> str:
+    """Return the reduction name; map PyTorch's legacy ``size_average``/``reduce`` pair."""
+    if size_average is not None or reduce is not None:
+        warnings.warn(
+            "size_average and reduce are deprecated, use reduction='none'|'mean'|'sum'",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "none" if not reduce else ("mean" if size_average else "sum")
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of 'none', 'mean', 'sum', got {reduction!r}"
+        )
+    return reduction
+
+
+def check_label_smoothing(label_smoothing) -> float:
+    """Return ``label_smoothing`` as a float in [0, 1], else raise ValueError."""
+    value = float(label_smoothing)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return value
+
+
+def compute_dtype(dtype, name: str = "input") -> np.dtype:
+    """The dtype the kernels compute in: float32 for float16 and float32, else float64."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.float16, np.float32):
+        return np.dtype(np.float32)
+    if dtype == np.float64:
+        return dtype
+    hint = (
+        " (cast integer or bool inputs to float explicitly)"
+        if dtype.kind in "iub"
+        else ""
+    )
+    raise TypeError(
+        f"{name} must be a float16, float32 or float64 array, got dtype {dtype}{hint}"
+    )
+
+
+def check_real_dtype(dtype, name: str) -> None:
+    """Targets and weights may be float, integer or bool; anything else is a TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in _REAL_KINDS or dtype.itemsize > 8:
+        raise TypeError(f"{name} must be a real or bool array, got dtype {dtype}")
+
+
+def check_same_shape(input_shape: tuple, target_shape: tuple) -> None:
+    if tuple(input_shape) != tuple(target_shape):
+        raise ValueError(
+            f"target shape {tuple(target_shape)} does not match input shape {tuple(input_shape)}"
+        )
+
+
+def check_broadcastable(name: str, shape: tuple, input_shape: tuple) -> None:
+    """``name`` must broadcast to exactly ``input_shape`` (it may not add dimensions)."""
+    try:
+        ok = np.broadcast_shapes(tuple(shape), tuple(input_shape)) == tuple(input_shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name} of shape {tuple(shape)} cannot be broadcast to input shape "
+            f"{tuple(input_shape)}"
+        )
+
+
+def check_grad_output(grad_output, input_shape: tuple, reduction: str):
+    """A scalar, or for ``'none'`` also an array of the input's shape."""
+    if np.ndim(grad_output) == 0:
+        return grad_output
+    if reduction != "none":
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}, "
+            f"got shape {np.shape(grad_output)}"
+        )
+    check_same_shape(input_shape, np.shape(grad_output))
+    return grad_output
+
+
+def range_error(name: str, flat_index: int, value, shape: tuple) -> ValueError:
+    """The ValueError for a probability or target outside [0, 1]."""
+    where = f"flat index {flat_index}"
+    if len(shape) > 1:
+        where += (
+            f" (index {tuple(int(i) for i in np.unravel_index(flat_index, shape))})"
+        )
+    return ValueError(f"{name} must be in [0, 1], got {value!r} at {where}")
+
+
+@dataclass
+class Problem:
+    """Validated NumPy inputs, flat and contiguous, in the compute dtype.
+
+    ``weight``, ``pos_weight`` and ``grad_output`` are a float or a flat array of ``x.size``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    weight: float | np.ndarray
+    pos_weight: float | np.ndarray
+    grad_output: float | np.ndarray
+    shape: tuple
+    result_dtype: np.dtype
+    reduction: str
+    label_smoothing: float
+
+
+def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+def _scalar_or_flat(name: str, value, shape: tuple, dtype: np.dtype):
+    """A float when ``value`` is None or holds one value, else a flat full-size array."""
+    if value is None:
+        return 1.0
+    value = np.asarray(value)
+    check_real_dtype(value.dtype, name)
+    check_broadcastable(name, value.shape, shape)
+    if value.size == 1:
+        return float(value.reshape(()))
+    return _flat(np.broadcast_to(value, shape), dtype)
+
+
+def prepare_numpy(
+    input,
+    target,
+    *,
+    weight=None,
+    pos_weight=None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    grad_output=1.0,
+) -> Problem:
+    """Check everything checkable without reading values; return the flat :class:`Problem`."""
+    x = np.asarray(input)
+    y = np.asarray(target)
+    dtype = compute_dtype(x.dtype)
+    check_real_dtype(y.dtype, "target")
+    check_same_shape(x.shape, y.shape)
+    reduction = check_reduction(reduction)
+    grad_output = check_grad_output(grad_output, x.shape, reduction)
+    return Problem(
+        x=_flat(x, dtype),
+        y=_flat(y, dtype),
+        weight=_scalar_or_flat("weight", weight, x.shape, dtype),
+        pos_weight=_scalar_or_flat("pos_weight", pos_weight, x.shape, dtype),
+        grad_output=_scalar_or_flat("grad_output", grad_output, x.shape, dtype),
+        shape=x.shape,
+        result_dtype=x.dtype,
+        reduction=reduction,
+        label_smoothing=check_label_smoothing(label_smoothing),
+    )

@@ -1,0 +1,262 @@
+"""The CPU kernels against numbce.reference: every dtype x shape x reduction x option."""
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import DTYPES, REDUCTIONS, SHAPES, eps, make_array, make_weight
+
+import numbce
+from numbce import reference
+
+WEIGHTS = ["none", "scalar", "full", "broadcast"]
+
+
+def _cast(a, dtype):
+    """What the kernel sees: weights/targets rounded to the input dtype."""
+    return None if a is None or np.ndim(a) == 0 else np.asarray(a, dtype=dtype)
+
+
+def _check(got, expected, dtype, shape, scale):
+    """Elementwise within 8 eps relative, or 8 eps of the terms' scale (gradients cancel)."""
+    if isinstance(got, np.ndarray):
+        assert got.shape == shape
+        assert got.dtype == dtype
+    else:
+        assert isinstance(got, dtype)
+    np.testing.assert_allclose(
+        got, expected, rtol=8 * eps(dtype), atol=8 * eps(dtype) * scale
+    )
+
+
+def _targets(rng, shape_name, dtype, hard):
+    y = make_array(rng, shape_name, dtype, 0.0, 1.0)
+    return np.round(y) if hard else y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weight_kind", WEIGHTS)
+@pytest.mark.parametrize(
+    "pos_weight_kind, label_smoothing",
+    [("none", 0.0), ("scalar", 0.1), ("broadcast", 0.0), ("full", 0.2)],
+)
+def test_with_logits_matches_reference(
+    rng, dtype, shape_name, reduction, weight_kind, pos_weight_kind, label_smoothing
+):
+    x = make_array(rng, shape_name, dtype, -12.0, 12.0)
+    y = _targets(rng, shape_name, dtype, hard=label_smoothing == 0.0)
+    shape = x.shape
+    w = make_weight(rng, weight_kind, shape, dtype)
+    q = make_weight(rng, pos_weight_kind, shape, dtype)
+    options = {
+        "weight": w, "pos_weight": q, "reduction": reduction, "label_smoothing": label_smoothing
+    }
+    ref_options = dict(
+        options,
+        weight=_cast(w, dtype) if w is not None and np.ndim(w) else w,
+        pos_weight=_cast(q, dtype) if q is not None and np.ndim(q) else q,
+    )
+    loss = numbce.binary_cross_entropy_with_logits(x, y, **options)
+    grad = numbce.binary_cross_entropy_with_logits_grad(x, y, **options)
+    fused_loss, fused_grad = numbce.binary_cross_entropy_with_logits_value_and_grad(
+        x, y, **options
+    )
+    expected_loss = reference.binary_cross_entropy_with_logits(x, y, **ref_options)
+    expected_grad = reference.binary_cross_entropy_with_logits_grad(x, y, **ref_options)
+    _check(loss, expected_loss, dtype, shape, scale=0.0)
+    terms = 2.0 * 2.0 * (1.0 / max(x.size, 1) if reduction == "mean" else 1.0)
+    _check(grad, expected_grad, dtype, shape, scale=terms)
+    np.testing.assert_array_equal(fused_loss, loss)
+    np.testing.assert_array_equal(fused_grad, grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weight_kind", WEIGHTS)
+@pytest.mark.parametrize("hard", [True, False])
+def test_probabilities_match_reference(
+    rng, dtype, shape_name, reduction, weight_kind, hard
+):
+    p = make_array(rng, shape_name, dtype, 0.001, 0.999)
+    y = _targets(rng, shape_name, dtype, hard)
+    w = make_weight(rng, weight_kind, p.shape, dtype)
+    ref_w = _cast(w, dtype) if w is not None and np.ndim(w) else w
+    loss = numbce.binary_cross_entropy(p, y, w, reduction)
+    grad = numbce.binary_cross_entropy_grad(p, y, w, reduction)
+    fused_loss, fused_grad = numbce.binary_cross_entropy_value_and_grad(
+        p, y, w, reduction
+    )
+    _check(
+        loss,
+        reference.binary_cross_entropy(p, y, ref_w, reduction),
+        dtype,
+        p.shape,
+        0.0,
+    )
+    expected_grad = reference.binary_cross_entropy_grad(p, y, ref_w, reduction)
+    _check(grad, expected_grad, dtype, p.shape, scale=0.0)
+    np.testing.assert_array_equal(fused_loss, loss)
+    np.testing.assert_array_equal(fused_grad, grad)
+
+
+@pytest.mark.parametrize("logits", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grad_output_scales_the_chain_rule(rng, logits, dtype):
+    x = rng.uniform(0.05, 0.95, size=(3, 4)).astype(dtype)
+    y = rng.uniform(0.0, 1.0, size=(3, 4)).astype(dtype)
+    g = rng.normal(size=(3, 4)).astype(dtype)
+    grad_fn = (
+        numbce.binary_cross_entropy_with_logits_grad
+        if logits
+        else numbce.binary_cross_entropy_grad
+    )
+    plain = grad_fn(x, y, reduction="none")
+    np.testing.assert_allclose(
+        grad_fn(x, y, reduction="none", grad_output=g), plain * g, rtol=2 * eps(dtype)
+    )
+    np.testing.assert_allclose(
+        grad_fn(x, y, reduction="sum", grad_output=2.5),
+        plain * 2.5,
+        rtol=2 * eps(dtype),
+    )
+    np.testing.assert_allclose(
+        grad_fn(x, y, reduction="mean"), plain / x.size, rtol=2 * eps(dtype)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_limits_at_infinite_logits(dtype):
+    inf = np.inf
+    x = np.array([-inf, inf, inf, -inf, 30.0], dtype=dtype)
+    y = np.array([0.0, 0.0, 1.0, 1.0, 1.0], dtype=dtype)
+    loss = numbce.binary_cross_entropy_with_logits(x, y, reduction="none")
+    grad = numbce.binary_cross_entropy_with_logits_grad(x, y, reduction="none")
+    np.testing.assert_array_equal(loss[:4], [0.0, inf, 0.0, inf])
+    np.testing.assert_array_equal(grad[:4], [0.0, 1.0, 0.0, -1.0])
+    np.testing.assert_allclose(
+        grad[4], -np.exp(-30.0) / (1 + np.exp(-30.0)), rtol=eps(dtype)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_saturated_probabilities_are_finite(dtype):
+    p = np.array([0.0, 1.0, 0.0, 1.0], dtype=dtype)
+    y = np.array([1.0, 0.0, 0.0, 1.0], dtype=dtype)
+    np.testing.assert_array_equal(
+        numbce.binary_cross_entropy(p, y, reduction="none"), [100.0, 100.0, 0.0, 0.0]
+    )
+    np.testing.assert_allclose(
+        numbce.binary_cross_entropy_grad(p, y, reduction="none"),
+        [-1e12, 1e12, 0.0, 0.0],
+        rtol=eps(dtype),
+    )
+
+
+def test_nan_logit_propagates():
+    x = np.array([0.5, np.nan, -1.0])
+    y = np.array([1.0, 0.0, 1.0])
+    loss = numbce.binary_cross_entropy_with_logits(x, y, reduction="none")
+    assert np.isnan(loss[1]) and np.isfinite(loss[[0, 2]]).all()
+    assert np.isnan(numbce.binary_cross_entropy_with_logits(x, y))
+    assert np.isnan(numbce.binary_cross_entropy_with_logits_grad(x, y)[1])
+
+
+@pytest.mark.parametrize("target_dtype", [np.int64, np.int8, np.uint8, bool])
+def test_integer_and_bool_targets_are_cast(rng, target_dtype):
+    x = rng.normal(size=20)
+    y = (rng.uniform(size=20) > 0.5).astype(target_dtype)
+    assert numbce.binary_cross_entropy_with_logits(
+        x, y
+    ) == numbce.binary_cross_entropy_with_logits(x, y.astype(np.float64))
+
+
+def test_float16_computed_in_float32_returned_as_float16(rng):
+    x = rng.normal(size=50).astype(np.float16)
+    y = (rng.uniform(size=50) > 0.5).astype(np.float16)
+    loss, grad = numbce.binary_cross_entropy_with_logits_value_and_grad(x, y)
+    assert isinstance(loss, np.float16) and grad.dtype == np.float16
+    expected = numbce.binary_cross_entropy_with_logits(
+        x.astype(np.float32), y.astype(np.float32)
+    )
+    assert loss == np.float16(expected)
+
+
+@pytest.mark.parametrize("reduction, expected", [("mean", np.nan), ("sum", 0.0)])
+def test_empty_input(reduction, expected):
+    empty = np.zeros((0, 3), dtype=np.float32)
+    loss = numbce.binary_cross_entropy_with_logits(empty, empty, reduction=reduction)
+    assert isinstance(loss, np.float32)
+    np.testing.assert_array_equal(loss, expected)
+    assert numbce.binary_cross_entropy_grad(
+        empty + 0.5, empty, reduction=reduction
+    ).shape == (0, 3)
+
+
+@pytest.mark.parametrize("n", [4095, 4096, 4097, 70_001])
+def test_block_boundaries_and_parallel_path(rng, n):
+    x = rng.normal(scale=4, size=n)
+    y = rng.uniform(size=n)
+    loss, grad = numbce.binary_cross_entropy_with_logits_value_and_grad(
+        x, y, reduction="sum"
+    )
+    np.testing.assert_allclose(
+        loss,
+        reference.binary_cross_entropy_with_logits(x, y, reduction="sum"),
+        rtol=1e-13,
+    )
+    np.testing.assert_allclose(
+        grad,
+        reference.binary_cross_entropy_with_logits_grad(x, y, reduction="sum"),
+        rtol=1e-13,
+        atol=1e-15,
+    )
+
+
+def test_same_result_for_any_thread_count(rng):
+    import numba
+
+    x = rng.normal(size=300_000).astype(np.float32)
+    y = rng.uniform(size=300_000).astype(np.float32)
+    results = []
+    for threads in itertools.islice(
+        itertools.cycle([1, numba.config.NUMBA_NUM_THREADS]), 4
+    ):
+        numba.set_num_threads(threads)
+        results.append(numbce.binary_cross_entropy_with_logits(x, y).tobytes())
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert len(set(results)) == 1
+
+
+def test_loss_objects_hold_options(rng):
+    x = rng.normal(size=(4, 3))
+    y = rng.uniform(size=(4, 3))
+    q = np.array([1.0, 2.0, 3.0])
+    loss_fn = numbce.BCEWithLogitsLoss(
+        pos_weight=q, reduction="sum", label_smoothing=0.1
+    )
+    options = {"pos_weight": q, "reduction": "sum", "label_smoothing": 0.1}
+    assert loss_fn(x, y) == numbce.binary_cross_entropy_with_logits(x, y, **options)
+    np.testing.assert_array_equal(
+        loss_fn.grad(x, y),
+        numbce.binary_cross_entropy_with_logits_grad(x, y, **options),
+    )
+    assert "pos_weight" in repr(loss_fn)
+    p = 1 / (1 + np.exp(-x))
+    bce = numbce.BCELoss(reduction="none")
+    np.testing.assert_array_equal(
+        bce.value_and_grad(p, y)[1],
+        numbce.binary_cross_entropy_grad(p, y, reduction="none"),
+    )
+
+
+def test_legacy_size_average_reduce_maps_to_reduction(rng):
+    x, y = rng.normal(size=5), rng.uniform(size=5)
+    with pytest.warns(DeprecationWarning):
+        summed = numbce.binary_cross_entropy_with_logits(x, y, size_average=False)
+    assert summed == numbce.binary_cross_entropy_with_logits(x, y, reduction="sum")
+    with pytest.warns(DeprecationWarning):
+        none = numbce.binary_cross_entropy(1 / (1 + np.exp(-x)), y, reduce=False)
+    assert none.shape == (5,)
