@@ -39,7 +39,9 @@ def demo() -> None:
         print(row)
     p = np.array([0.3440, 0.7944, 0.8919, 0.3551, 0.9817, 0.8871], dtype=np.float32)
     t = np.array([0.1639, 0.4745, 0.1537, 0.5444, 0.6933, 0.1129], dtype=np.float32)
-    print(f"\nBCELoss()(p, t) = {numbce.BCELoss()(p, t):.4f}  (the tutorial prints 1.2200)")
+    print(
+        f"\nBCELoss()(p, t) = {numbce.BCELoss()(p, t):.4f}  (the tutorial prints 1.2200)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,14 +16,14 @@ import functools
 import math
 
 import numba
-import numba.extending
 import numpy as np
 
-from numbce import _formulas
+from numbce import _formulas, _vectormath
 from numbce._validate import Problem, range_error
 
 BLOCK = 4096
 """Elements per reduction block (fixed: results do not depend on the thread count)."""
+_BLOCK_U = np.uint64(BLOCK)
 
 PARALLEL_THRESHOLD = 1 << 16
 """Below this many elements the serial kernel is used (threads cost more than they save)."""
@@ -32,28 +32,59 @@ BAD_INPUT, BAD_TARGET = 1, 2
 """Bits of ``flags[b]``: a probability (family 'probs') or a target outside [0, 1]."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+_INLINE = {"nogil": True, "error_model": "numpy", "inline": "always"}
+"""Per-element functions are inlined in Numba's IR, so LLVM sees one loop body it can
+vectorize. They take the kernel's flags: kernels allow only 'contract' (a*b + c fused into
+one FMA, which removes a rounding and breaks no compensated step)."""
+_KERNEL_FASTMATH = {"contract"}
 
 
-def _register_primitive(stub, implementation):
-    """Make the jitted ``stub`` (a primitive of :mod:`numbce._formulas`) compile to
-    ``implementation`` for the CPU target."""
-    numba.extending.overload(stub, target="cpu", jit_options=_JIT)(
-        lambda z: implementation
+def _element_functions(fmt: _vectormath.Format):
+    """``(logits_element, probs_element)``, each ``(x, y, q, label_smoothing) -> (loss, grad,
+    flags)`` in ``fmt``'s type over the vectorizable primitives (``probs_element`` ignores
+    ``q`` and ``label_smoothing``)."""
+    formulas = _formulas.make(fmt.real, *_vectormath.make(fmt))
+    smooth_target, is_unit_interval, logits_loss_grad, probs_loss_grad = (
+        numba.njit(**_INLINE)(f)
+        for f in (
+            formulas.smooth_target,
+            formulas.is_unit_interval,
+            formulas.logits_loss_grad,
+            formulas.probs_loss_grad,
+        )
     )
 
+    @numba.njit(**_INLINE)
+    def logits_element(x, y, q, label_smoothing):
+        loss, grad = logits_loss_grad(x, smooth_target(y, label_smoothing), q)
+        return loss, grad, BAD_TARGET * (not is_unit_interval(y))
 
-_register_primitive(_formulas.exp, lambda z: math.exp(z))
-_register_primitive(_formulas.log, lambda z: math.log(z))
-_register_primitive(_formulas.log1p, lambda z: math.log1p(z))
+    @numba.njit(**_INLINE)
+    def probs_element(x, y, q, label_smoothing):
+        loss, grad = probs_loss_grad(x, y)
+        bad_input = BAD_INPUT * (not is_unit_interval(x))
+        return loss, grad, bad_input | (BAD_TARGET * (not is_unit_interval(y)))
 
-_logits_loss_grad = numba.njit(**_JIT)(_formulas.logits_loss_grad)
-_probs_loss_grad = numba.njit(**_JIT)(_formulas.probs_loss_grad)
-_smooth_target = numba.njit(**_JIT)(_formulas.smooth_target)
-_is_unit_interval = numba.njit(**_JIT)(_formulas.is_unit_interval)
+    return logits_element, probs_element
+
+
+_logits_element32, _probs_element32 = _element_functions(_vectormath.FLOAT32)
+_logits_element64, _probs_element64 = _element_functions(_vectormath.FLOAT64)
+
+
+@numba.njit(fastmath={"reassoc"}, **_JIT)
+def _sum64(values, count):
+    """float64 sum of ``values[:count]``; LLVM may reorder it (SIMD lanes), the formulas
+    elsewhere keep strict IEEE arithmetic (fastmath flags stay with their function)."""
+    total = 0.0
+    for i in range(count):
+        total += values[i]
+    return total
 
 
 @functools.cache
 def _kernel(
+    single: bool,
     logits: bool,
     store_loss: bool,
     reduce_loss: bool,
@@ -65,12 +96,15 @@ def _kernel(
 ):
     """Compile-on-first-use kernel for one combination of flags.
 
-    Arguments of the returned function (arrays flat, of the compute dtype; an operand
-    whose flag is off is ignored and may be any 1-element array):
-    ``x, y, weight, pos_weight, grad_output`` inputs; ``pos_weight_value, label_smoothing,
-    loss_scale, grad_scale`` scalars; ``loss_out, grad_out`` outputs of ``x.size``;
-    ``partial`` (float64) and ``flags`` (uint8) outputs, one per block.
+    Arguments of the returned function (arrays flat, all of the compute dtype, float32 if
+    ``single`` else float64, like the scalars; an operand whose flag is off is ignored and
+    may be any 1-element array): ``x, y, weight, pos_weight, grad_output`` inputs;
+    ``pos_weight_value, label_smoothing, loss_scale, grad_scale`` scalars; ``loss_out,
+    grad_out`` outputs of ``x.size``; ``partial`` (float64) and ``flags`` (uint8) outputs,
+    one per block.
     """
+
+    blocks = numba.prange if parallel else range  # also keys Numba's cache per variant
 
     def kernel(
         x,
@@ -87,44 +121,43 @@ def _kernel(
         partial,
         flags,
     ):
-        n = x.size
-        for b in numba.prange(partial.size):
-            start = b * BLOCK
-            stop = min(start + BLOCK, n)
-            block_sum = 0.0
+        n = np.uint64(x.size)
+        for b in blocks(partial.size):
+            # Unsigned indices: Numba then emits no negative-index wraparound, which would
+            # turn every load into a gather.
+            start = np.uint64(b) * _BLOCK_U
+            stop = min(start + _BLOCK_U, n)
+            # Losses go through an L1-sized buffer, summed after the loop: a float64
+            # accumulator inside it would narrow float32 SIMD to the width of float64.
+            block_losses = np.empty(BLOCK if reduce_loss else 0, dtype=x.dtype)
             bad = 0
             for i in range(start, stop):
-                xi = np.float64(x[i])
-                yi = np.float64(y[i])
-                bad |= np.uint8(not _is_unit_interval(yi)) * BAD_TARGET
-                if logits:
-                    qi = (
-                        np.float64(pos_weight[i])
-                        if pos_weight_array
-                        else pos_weight_value
-                    )
-                    loss, grad = _logits_loss_grad(
-                        xi, _smooth_target(yi, label_smoothing), qi
-                    )
+                q = pos_weight[i] if pos_weight_array else pos_weight_value
+                # The flags are compile-time constants: Numba drops the other branches.
+                if logits and single:
+                    loss, grad, bad_i = _logits_element32(x[i], y[i], q, label_smoothing)
+                elif logits:
+                    loss, grad, bad_i = _logits_element64(x[i], y[i], q, label_smoothing)
+                elif single:
+                    loss, grad, bad_i = _probs_element32(x[i], y[i], q, label_smoothing)
                 else:
-                    bad |= np.uint8(not _is_unit_interval(xi)) * BAD_INPUT
-                    loss, grad = _probs_loss_grad(xi, yi)
+                    loss, grad, bad_i = _probs_element64(x[i], y[i], q, label_smoothing)
+                bad |= bad_i
                 if weight_array:
-                    wi = np.float64(weight[i])
-                    loss *= wi
-                    grad *= wi
+                    loss *= weight[i]
+                    grad *= weight[i]
                 if reduce_loss:
-                    block_sum += loss
+                    block_losses[i - start] = loss
                 if store_loss:
                     loss_out[i] = loss * loss_scale
                 if store_grad:
                     if grad_output_array:
-                        grad *= np.float64(grad_output[i])
+                        grad *= grad_output[i]
                     grad_out[i] = grad * grad_scale
-            partial[b] = block_sum
+            partial[b] = _sum64(block_losses, stop - start) if reduce_loss else 0.0
             flags[b] = bad
 
-    return numba.njit(parallel=parallel, **_JIT)(kernel)
+    return numba.njit(parallel=parallel, fastmath=_KERNEL_FASTMATH, **_JIT)(kernel)
 
 
 def _first_out_of_range(values: np.ndarray, start: int) -> tuple[int, float]:
@@ -173,7 +206,9 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
     if problem.reduction == "mean" and n:
         grad_scale /= n
 
+    real = dtype.type
     kernel = _kernel(
+        dtype == np.float32,
         logits,
         store_loss,
         reduce_loss,
@@ -194,10 +229,10 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
         weight,
         pos_weight,
         grad_output,
-        pos_weight_value,
-        problem.label_smoothing,
-        weight_scalar,
-        grad_scale,
+        real(pos_weight_value),
+        real(problem.label_smoothing),
+        real(weight_scalar),
+        real(grad_scale),
         loss_out,
         grad_out,
         partial,

@@ -51,7 +51,10 @@ def test_with_logits_matches_reference(
     w = make_weight(rng, weight_kind, shape, dtype)
     q = make_weight(rng, pos_weight_kind, shape, dtype)
     options = {
-        "weight": w, "pos_weight": q, "reduction": reduction, "label_smoothing": label_smoothing
+        "weight": w,
+        "pos_weight": q,
+        "reduction": reduction,
+        "label_smoothing": label_smoothing,
     }
     ref_options = dict(
         options,
