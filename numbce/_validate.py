@@ -41,13 +41,18 @@ def check_label_smoothing(label_smoothing) -> float:
     return value
 
 
+_COMPUTE_DTYPES = {
+    np.dtype(np.float16): np.dtype(np.float32),
+    np.dtype(np.float32): np.dtype(np.float32),
+    np.dtype(np.float64): np.dtype(np.float64),
+}
+
+
 def compute_dtype(dtype, name: str = "input") -> np.dtype:
     """The dtype the kernels compute in: float32 for float16 and float32, else float64."""
     dtype = np.dtype(dtype)
-    if dtype in (np.float16, np.float32):
-        return np.dtype(np.float32)
-    if dtype == np.float64:
-        return dtype
+    if dtype in _COMPUTE_DTYPES:
+        return _COMPUTE_DTYPES[dtype]
     hint = (
         " (cast integer or bool inputs to float explicitly)"
         if dtype.kind in "iub"
@@ -87,7 +92,7 @@ def check_broadcastable(name: str, shape: tuple, input_shape: tuple) -> None:
 
 def check_grad_output(grad_output, input_shape: tuple, reduction: str):
     """A scalar, or for ``'none'`` also an array of the input's shape."""
-    if np.ndim(grad_output) == 0:
+    if isinstance(grad_output, (int, float)) or np.ndim(grad_output) == 0:
         return grad_output
     if reduction != "none":
         raise ValueError(
@@ -127,6 +132,8 @@ class Problem:
 
 
 def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return a.reshape(-1)
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
@@ -134,6 +141,8 @@ def _scalar_or_flat(name: str, value, shape: tuple, dtype: np.dtype):
     """A float when ``value`` is None or holds one value, else a flat full-size array."""
     if value is None:
         return 1.0
+    if isinstance(value, (int, float)):
+        return float(value)
     value = np.asarray(value)
     check_real_dtype(value.dtype, name)
     check_broadcastable(name, value.shape, shape)
@@ -153,12 +162,15 @@ def prepare_numpy(
     grad_output=1.0,
 ) -> Problem:
     """Check everything checkable without reading values; return the flat :class:`Problem`."""
-    x = np.asarray(input)
-    y = np.asarray(target)
+    x = input if type(input) is np.ndarray else np.asarray(input)
+    y = target if type(target) is np.ndarray else np.asarray(target)
     dtype = compute_dtype(x.dtype)
-    check_real_dtype(y.dtype, "target")
-    check_same_shape(x.shape, y.shape)
-    reduction = check_reduction(reduction)
+    if y.dtype != dtype:
+        check_real_dtype(y.dtype, "target")
+    if x.shape != y.shape:
+        check_same_shape(x.shape, y.shape)
+    if reduction not in REDUCTIONS:
+        reduction = check_reduction(reduction)
     grad_output = check_grad_output(grad_output, x.shape, reduction)
     return Problem(
         x=_flat(x, dtype),

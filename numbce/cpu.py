@@ -6,7 +6,7 @@ is stored, which optional operands are arrays rather than scalars, serial or par
 Numba folds the flags, so each variant carries only the work it asks for.
 
 The data is cut into fixed blocks of :data:`BLOCK` elements. Each block sums its losses in
-float64 into ``partial[b]`` and records out-of-range inputs in ``flags[b]``; the driver then
+float64 and records out-of-range inputs in flags (``blocks_out[:, b]``); the driver then
 sums the partials in order, so the result is bit-identical for any thread count.
 """
 
@@ -29,7 +29,7 @@ PARALLEL_THRESHOLD = 1 << 16
 """Below this many elements the serial kernel is used (threads cost more than they save)."""
 
 BAD_INPUT, BAD_TARGET = 1, 2
-"""Bits of ``flags[b]``: a probability (family 'probs') or a target outside [0, 1]."""
+"""Bits of a block's flags: a probability (family 'probs') or a target outside [0, 1]."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _INLINE = {"nogil": True, "error_model": "numpy", "inline": "always"}
@@ -96,12 +96,12 @@ def _kernel(
 ):
     """Compile-on-first-use kernel for one combination of flags.
 
-    Arguments of the returned function (arrays flat, all of the compute dtype, float32 if
-    ``single`` else float64, like the scalars; an operand whose flag is off is ignored and
-    may be any 1-element array): ``x, y, weight, pos_weight, grad_output`` inputs;
-    ``pos_weight_value, label_smoothing, loss_scale, grad_scale`` scalars; ``loss_out,
-    grad_out`` outputs of ``x.size``; ``partial`` (float64) and ``flags`` (uint8) outputs,
-    one per block.
+    Arguments of the returned function (flat arrays of the compute dtype, float32 if
+    ``single`` else float64; an operand whose flag is off is ignored and may be any
+    1-element array): ``x, y, weight, pos_weight, grad_output`` inputs; ``scalars`` =
+    ``[pos_weight, label_smoothing, loss_scale, grad_scale]``; ``loss_out, grad_out`` outputs
+    of ``x.size``; ``blocks_out`` (float64, shape (2, number of blocks)): each block's loss
+    sum and its range-check flags.
     """
 
     blocks = numba.prange if parallel else range  # also keys Numba's cache per variant
@@ -112,17 +112,14 @@ def _kernel(
         weight,
         pos_weight,
         grad_output,
-        pos_weight_value,
-        label_smoothing,
-        loss_scale,
-        grad_scale,
+        scalars,
         loss_out,
         grad_out,
-        partial,
-        flags,
+        blocks_out,
     ):
+        pos_weight_value, label_smoothing, loss_scale, grad_scale = scalars
         n = np.uint64(x.size)
-        for b in blocks(partial.size):
+        for b in blocks(blocks_out.shape[1]):
             # Unsigned indices: Numba then emits no negative-index wraparound, which would
             # turn every load into a gather.
             start = np.uint64(b) * _BLOCK_U
@@ -154,8 +151,8 @@ def _kernel(
                     if grad_output_array:
                         grad *= grad_output[i]
                     grad_out[i] = grad * grad_scale
-            partial[b] = _sum64(block_losses, stop - start) if reduce_loss else 0.0
-            flags[b] = bad
+            blocks_out[0, b] = _sum64(block_losses, stop - start) if reduce_loss else 0.0
+            blocks_out[1, b] = bad
 
     return numba.njit(parallel=parallel, fastmath=_KERNEL_FASTMATH, **_JIT)(kernel)
 
@@ -178,10 +175,15 @@ def _raise_range_error(problem: Problem, flags: np.ndarray, logits: bool) -> Non
             raise range_error(name, index, value, problem.shape)
 
 
+_PLACEHOLDER = {np.dtype(t): np.ones(1, dtype=t) for t in (np.float32, np.float64)}
+"""Stand-in for the operands and outputs a kernel variant ignores (no allocation per call;
+the same array type as real ones, so it adds no compiled variants; never written)."""
+
+
 def _as_operand(value, dtype) -> tuple[bool, np.ndarray]:
     if isinstance(value, np.ndarray):
         return True, value
-    return False, np.ones(1, dtype=dtype)
+    return False, _PLACEHOLDER[dtype]
 
 
 def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
@@ -206,7 +208,6 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
     if problem.reduction == "mean" and n:
         grad_scale /= n
 
-    real = dtype.type
     kernel = _kernel(
         dtype == np.float32,
         logits,
@@ -219,32 +220,21 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
         n >= PARALLEL_THRESHOLD,
     )
     nblocks = -(-n // BLOCK)
-    loss_out = np.empty(n if store_loss else 1, dtype=dtype)
-    grad_out = np.empty(n if want_grad else 1, dtype=dtype)
-    partial = np.empty(nblocks, dtype=np.float64)
-    flags = np.empty(nblocks, dtype=np.uint8)
-    kernel(
-        x,
-        problem.y,
-        weight,
-        pos_weight,
-        grad_output,
-        real(pos_weight_value),
-        real(problem.label_smoothing),
-        real(weight_scalar),
-        real(grad_scale),
-        loss_out,
-        grad_out,
-        partial,
-        flags,
+    scalars = np.array(
+        [pos_weight_value, problem.label_smoothing, weight_scalar, grad_scale], dtype=dtype
     )
-    if flags.any():
-        _raise_range_error(problem, flags, logits)
+    loss_out = np.empty(n, dtype=dtype) if store_loss else _PLACEHOLDER[dtype]
+    grad_out = np.empty(n, dtype=dtype) if want_grad else _PLACEHOLDER[dtype]
+    blocks_out = np.empty((2, nblocks))
+    kernel(x, problem.y, weight, pos_weight, grad_output, scalars, loss_out, grad_out, blocks_out)
+    partial, flags = blocks_out
+    if (flags[0] if nblocks == 1 else flags.any()) if nblocks else False:
+        _raise_range_error(problem, flags.astype(np.uint8), logits)
 
     loss = None
     if store_loss:
         loss = loss_out
     elif reduce_loss:
-        total = math.fsum(partial) * weight_scalar
+        total = (partial[0] if nblocks == 1 else math.fsum(partial)) * weight_scalar
         loss = total if problem.reduction == "sum" else (total / n if n else math.nan)
     return loss, (grad_out if want_grad else None)

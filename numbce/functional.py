@@ -90,15 +90,19 @@ def _compute(
     loss, grad = cpu.run(
         problem, logits=logits, want_loss=want_loss, want_grad=want_grad
     )
+    return _shaped(loss, problem), _shaped(grad, problem)
+
+
+def _shaped(result, problem: _validate.Problem):
+    """A flat kernel result as the user's shape and dtype (a NumPy scalar if reduced)."""
+    if result is None:
+        return None
     result_type = problem.result_dtype.type
-    if loss is not None:
-        if isinstance(loss, np.ndarray):
-            loss = loss.reshape(problem.shape).astype(result_type, copy=False)
-        else:
-            loss = result_type(loss)
-    if grad is not None:
-        grad = grad.reshape(problem.shape).astype(result_type, copy=False)
-    return loss, grad
+    if not isinstance(result, np.ndarray):
+        return result_type(result)
+    if result.shape != problem.shape:
+        result = result.reshape(problem.shape)
+    return result if result.dtype == problem.result_dtype else result.astype(result_type)
 
 
 def binary_cross_entropy(
