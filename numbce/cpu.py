@@ -41,8 +41,8 @@ _KERNEL_FASTMATH = {"contract"}
 
 def _element_functions(fmt: _vectormath.Format):
     """``(logits_element, probs_element)``, each ``(x, y, q, label_smoothing) -> (loss, grad,
-    flags)`` in ``fmt``'s type over the vectorizable primitives (``probs_element`` ignores
-    ``q`` and ``label_smoothing``)."""
+    input_ok, target_ok)`` in ``fmt``'s type over the vectorizable primitives
+    (``probs_element`` ignores ``q`` and ``label_smoothing``; logits are always ok)."""
     formulas = _formulas.make(fmt.real, *_vectormath.make(fmt))
     smooth_target, is_unit_interval, logits_loss_grad, probs_loss_grad = (
         numba.njit(**_INLINE)(f)
@@ -57,13 +57,12 @@ def _element_functions(fmt: _vectormath.Format):
     @numba.njit(**_INLINE)
     def logits_element(x, y, q, label_smoothing):
         loss, grad = logits_loss_grad(x, smooth_target(y, label_smoothing), q)
-        return loss, grad, BAD_TARGET * (not is_unit_interval(y))
+        return loss, grad, True, is_unit_interval(y)
 
     @numba.njit(**_INLINE)
     def probs_element(x, y, q, label_smoothing):
         loss, grad = probs_loss_grad(x, y)
-        bad_input = BAD_INPUT * (not is_unit_interval(x))
-        return loss, grad, bad_input | (BAD_TARGET * (not is_unit_interval(y)))
+        return loss, grad, is_unit_interval(x), is_unit_interval(y)
 
     return logits_element, probs_element
 
@@ -127,19 +126,30 @@ def _kernel(
             # Losses go through an L1-sized buffer, summed after the loop: a float64
             # accumulator inside it would narrow float32 SIMD to the width of float64.
             block_losses = np.empty(BLOCK if reduce_loss else 0, dtype=x.dtype)
-            bad = 0
+            # Boolean accumulators: an integer one would widen the SIMD lanes to 64 bits.
+            inputs_ok = True
+            targets_ok = True
             for i in range(start, stop):
                 q = pos_weight[i] if pos_weight_array else pos_weight_value
                 # The flags are compile-time constants: Numba drops the other branches.
                 if logits and single:
-                    loss, grad, bad_i = _logits_element32(x[i], y[i], q, label_smoothing)
+                    loss, grad, input_ok, target_ok = _logits_element32(
+                        x[i], y[i], q, label_smoothing
+                    )
                 elif logits:
-                    loss, grad, bad_i = _logits_element64(x[i], y[i], q, label_smoothing)
+                    loss, grad, input_ok, target_ok = _logits_element64(
+                        x[i], y[i], q, label_smoothing
+                    )
                 elif single:
-                    loss, grad, bad_i = _probs_element32(x[i], y[i], q, label_smoothing)
+                    loss, grad, input_ok, target_ok = _probs_element32(
+                        x[i], y[i], q, label_smoothing
+                    )
                 else:
-                    loss, grad, bad_i = _probs_element64(x[i], y[i], q, label_smoothing)
-                bad |= bad_i
+                    loss, grad, input_ok, target_ok = _probs_element64(
+                        x[i], y[i], q, label_smoothing
+                    )
+                inputs_ok &= input_ok
+                targets_ok &= target_ok
                 if weight_array:
                     loss *= weight[i]
                     grad *= weight[i]
@@ -151,8 +161,12 @@ def _kernel(
                     if grad_output_array:
                         grad *= grad_output[i]
                     grad_out[i] = grad * grad_scale
-            blocks_out[0, b] = _sum64(block_losses, stop - start) if reduce_loss else 0.0
-            blocks_out[1, b] = bad
+            blocks_out[0, b] = (
+                _sum64(block_losses, stop - start) if reduce_loss else 0.0
+            )
+            blocks_out[1, b] = BAD_INPUT * (not inputs_ok) + BAD_TARGET * (
+                not targets_ok
+            )
 
     return numba.njit(parallel=parallel, fastmath=_KERNEL_FASTMATH, **_JIT)(kernel)
 
@@ -221,12 +235,23 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
     )
     nblocks = -(-n // BLOCK)
     scalars = np.array(
-        [pos_weight_value, problem.label_smoothing, weight_scalar, grad_scale], dtype=dtype
+        [pos_weight_value, problem.label_smoothing, weight_scalar, grad_scale],
+        dtype=dtype,
     )
     loss_out = np.empty(n, dtype=dtype) if store_loss else _PLACEHOLDER[dtype]
     grad_out = np.empty(n, dtype=dtype) if want_grad else _PLACEHOLDER[dtype]
     blocks_out = np.empty((2, nblocks))
-    kernel(x, problem.y, weight, pos_weight, grad_output, scalars, loss_out, grad_out, blocks_out)
+    kernel(
+        x,
+        problem.y,
+        weight,
+        pos_weight,
+        grad_output,
+        scalars,
+        loss_out,
+        grad_out,
+        blocks_out,
+    )
     partial, flags = blocks_out
     if (flags[0] if nblocks == 1 else flags.any()) if nblocks else False:
         _raise_range_error(problem, flags.astype(np.uint8), logits)

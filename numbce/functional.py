@@ -102,7 +102,9 @@ def _shaped(result, problem: _validate.Problem):
         return result_type(result)
     if result.shape != problem.shape:
         result = result.reshape(problem.shape)
-    return result if result.dtype == problem.result_dtype else result.astype(result_type)
+    return (
+        result if result.dtype == problem.result_dtype else result.astype(result_type)
+    )
 
 
 def binary_cross_entropy(

@@ -263,3 +263,34 @@ def test_legacy_size_average_reduce_maps_to_reduction(rng):
     with pytest.warns(DeprecationWarning):
         none = numbce.binary_cross_entropy(1 / (1 + np.exp(-x)), y, reduce=False)
     assert none.shape == (5,)
+
+
+@pytest.mark.parametrize("logits", [True, False], ids=["with_logits", "probabilities"])
+@pytest.mark.parametrize(
+    "dtype, vector", [(np.float32, "<8 x float>"), (np.float64, "<4 x double>")]
+)
+def test_fused_kernel_loop_is_vectorized(logits, dtype, vector):
+    """The fused serial kernel's loop body runs on full AVX2 registers (checked, not assumed)."""
+    import llvmlite.binding as llvm
+    import numba
+
+    from numbce import cpu
+
+    if not llvm.get_host_cpu_features().get("avx2", False):
+        pytest.skip("the host has no AVX2")
+    single = dtype == np.float32
+    cached = cpu._kernel(single, logits, False, True, True, False, False, False, False)
+    kernel = numba.njit(**dict(cached.targetoptions, cache=False))(cached.py_func)
+    n, one = 100, np.ones(1, dtype)
+    kernel(
+        np.full(n, 0.5, dtype),
+        np.ones(n, dtype),
+        one,
+        one,
+        one,
+        np.zeros(4, dtype),
+        one,
+        np.empty(n, dtype),
+        np.empty((2, 1)),
+    )
+    assert vector in kernel.inspect_llvm(kernel.signatures[0])
