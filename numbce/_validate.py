@@ -103,14 +103,20 @@ def check_grad_output(grad_output, input_shape: tuple, reduction: str):
     return grad_output
 
 
-def range_error(name: str, flat_index: int, value, shape: tuple) -> ValueError:
-    """The ValueError for a probability or target outside [0, 1]."""
-    where = f"flat index {flat_index}"
-    if len(shape) > 1:
-        where += (
-            f" (index {tuple(int(i) for i in np.unravel_index(flat_index, shape))})"
-        )
-    return ValueError(f"{name} must be in [0, 1], got {value!r} at {where}")
+class OutOfRangeError(ValueError):
+    """A probability or target outside [0, 1] (or nan): names the first offender.
+
+    ``name`` is what was checked, ``flat_index`` and ``value`` the offending element of an
+    array of ``shape``.
+    """
+
+    def __init__(self, name: str, flat_index: int, value: float, shape: tuple) -> None:
+        where = f"flat index {flat_index}"
+        if len(shape) > 1:
+            index = tuple(int(i) for i in np.unravel_index(flat_index, shape))
+            where += f" (index {index})"
+        super().__init__(f"{name} must be in [0, 1], got {value!r} at {where}")
+        self.name, self.flat_index, self.value, self.shape = name, flat_index, value, shape
 
 
 @dataclass
@@ -129,6 +135,19 @@ class Problem:
     result_dtype: np.dtype
     reduction: str
     label_smoothing: float
+
+    def shaped(self, result):
+        """A flat kernel result in the user's shape and dtype (a NumPy scalar if reduced)."""
+        if result is None:
+            return None
+        result_type = self.result_dtype.type
+        if not isinstance(result, np.ndarray):
+            return result_type(result)
+        if result.shape != self.shape:
+            result = result.reshape(self.shape)
+        return (
+            result if result.dtype == self.result_dtype else result.astype(result_type)
+        )
 
 
 def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:

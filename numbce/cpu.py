@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from numbce import _formulas, _vectormath
-from numbce._validate import Problem, range_error
+from numbce._validate import OutOfRangeError, Problem
 
 BLOCK = 4096
 """Elements per reduction block (fixed: results do not depend on the thread count)."""
@@ -186,7 +186,7 @@ def _raise_range_error(problem: Problem, flags: np.ndarray, logits: bool) -> Non
         if bad_blocks.size:
             start = int(bad_blocks[0]) * BLOCK
             index, value = _first_out_of_range(values[start : start + BLOCK], start)
-            raise range_error(name, index, value, problem.shape)
+            raise OutOfRangeError(name, index, value, problem.shape)
 
 
 _PLACEHOLDER = {np.dtype(t): np.ones(1, dtype=t) for t in (np.float32, np.float64)}

@@ -43,7 +43,11 @@ def array_kind(a) -> str:
     module = type(a).__module__
     if module.startswith("dask."):
         return "dask"
-    if hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray":
+    # A PyTorch CUDA tensor that requires grad raises RuntimeError (not AttributeError) from
+    # __cuda_array_interface__: ask is_cuda first.
+    if getattr(a, "is_cuda", False) is True or type(a).__name__ == "FakeCUDAArray":
+        return "cuda"
+    if hasattr(a, "__cuda_array_interface__"):
         return "cuda"
     return "numpy"
 
@@ -90,21 +94,7 @@ def _compute(
     loss, grad = cpu.run(
         problem, logits=logits, want_loss=want_loss, want_grad=want_grad
     )
-    return _shaped(loss, problem), _shaped(grad, problem)
-
-
-def _shaped(result, problem: _validate.Problem):
-    """A flat kernel result as the user's shape and dtype (a NumPy scalar if reduced)."""
-    if result is None:
-        return None
-    result_type = problem.result_dtype.type
-    if not isinstance(result, np.ndarray):
-        return result_type(result)
-    if result.shape != problem.shape:
-        result = result.reshape(problem.shape)
-    return (
-        result if result.dtype == problem.result_dtype else result.astype(result_type)
-    )
+    return problem.shaped(loss), problem.shaped(grad)
 
 
 def binary_cross_entropy(
