@@ -116,7 +116,10 @@ class OutOfRangeError(ValueError):
             index = tuple(int(i) for i in np.unravel_index(flat_index, shape))
             where += f" (index {index})"
         super().__init__(f"{name} must be in [0, 1], got {value!r} at {where}")
-        self.name, self.flat_index, self.value, self.shape = name, flat_index, value, shape
+        self.name = name
+        self.flat_index = flat_index
+        self.value = value
+        self.shape = shape
 
 
 @dataclass

@@ -305,7 +305,9 @@ def _range_error(first_bad: np.ndarray, x, y, n: int, dtype, shape: tuple, strea
         if index < n:
             index = int(index)
             value = _to_host(values[index : index + 1], stream)[0]
-            return _validate.OutOfRangeError(name, index, dtype.type(value).item(), shape)
+            return _validate.OutOfRangeError(
+                name, index, dtype.type(value).item(), shape
+            )
     return None
 
 
