@@ -1,8 +1,10 @@
-"""The ``numbce`` command: ``numbce demo`` prints losses and gradients beside PyTorch's."""
+"""The ``numbce`` command: ``numbce demo`` prints losses and gradients beside PyTorch's;
+``numbce train`` reproduces a tutorial with :mod:`numbce.nn` (needs the ``nn`` extra)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 
@@ -44,13 +46,92 @@ def demo() -> None:
     )
 
 
+def train(
+    tutorial_name: str,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int,
+    plot: str,
+    json_path: str | None,
+) -> None:
+    """Train a tutorial's network with a progress bar; print the final train and test loss
+    and accuracy and the training time; write the training curves (and the history)."""
+    from numbce import plotting
+    from numbce.nn import tutorials
+
+    tutorial = tutorials.TUTORIALS[tutorial_name]
+    print(f"numbce train {tutorial.name}: {tutorial.summary}", flush=True)
+    run = tutorials.train(
+        tutorial, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=1
+    )
+    settings = run.history.params
+    print(
+        f"{settings['epochs']} epochs, batch {settings['batch_size']}, "
+        f"Adam lr {run.lr:g}, seed {seed}, {run.model.dtype}"
+    )
+    print(f"train  loss {run.train_loss:.4f}  accuracy {run.train_accuracy:.4f}")
+    print(f"test   loss {run.test_loss:.4f}  accuracy {run.test_accuracy:.4f}")
+    print(
+        f"training time {run.seconds:.3f} s (Numba kernels compiled or loaded "
+        f"beforehand in {run.warmup_seconds:.2f} s)"
+    )
+    plotting.training_curves(run.history, plot)
+    print(f"wrote {plot}")
+    if json_path is not None:
+        with open(json_path, "w") as file:
+            json.dump(
+                {
+                    "tutorial": tutorial.name,
+                    "settings": dict(settings, lr=run.lr),
+                    "seed": seed,
+                    "train": {"loss": run.train_loss, "accuracy": run.train_accuracy},
+                    "test": {"loss": run.test_loss, "accuracy": run.test_accuracy},
+                    "training_seconds": run.seconds,
+                    "history": run.history.history,
+                },
+                file,
+                indent=1,
+            )
+        print(f"wrote {json_path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="numbce", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="print losses and gradients beside PyTorch's")
+    trainer = commands.add_parser(
+        "train",
+        help="train a tutorial's network, print its metrics, plot its training curves",
+        description="Reproduce a tutorial: circles (Keras, make_circles, 300 epochs) or "
+        "fake-images (PyTorch, 15,000 random images). Unset options take the tutorial's.",
+    )
+    trainer.add_argument(
+        "tutorial", nargs="?", default="circles", choices=["circles", "fake-images"]
+    )
+    trainer.add_argument("--epochs", type=int, help="epochs")
+    trainer.add_argument("--batch-size", type=int, help="samples per batch")
+    trainer.add_argument("--lr", type=float, help="Adam's learning rate")
+    trainer.add_argument(
+        "--seed", type=int, default=0, help="weights and shuffling seed"
+    )
+    trainer.add_argument(
+        "--plot", default="training_curves.png", help="PNG of the training curves"
+    )
+    trainer.add_argument("--json", dest="json_path", help="write the history as JSON")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
+    else:
+        train(
+            args.tutorial,
+            args.epochs,
+            args.batch_size,
+            args.lr,
+            args.seed,
+            args.plot,
+            args.json_path,
+        )
 
 
 if __name__ == "__main__":

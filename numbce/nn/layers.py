@@ -1,0 +1,340 @@
+"""Layers with hand-derived backward passes, in PyTorch's layout, on preallocated buffers.
+
+Every layer follows one protocol (in the style of scikit-learn's MLP, whose activation and
+delta arrays are allocated once per fit):
+
+* ``allocate(rows, input_shape, dtype, input_grad) -> output_shape``: size the buffers for
+  batches of up to ``rows`` samples of ``input_shape`` features (ValueError if the features
+  do not fit the layer); with ``input_grad=False`` :meth:`Layer.backward` skips d loss / d
+  input (the first trainable layer of a network needs none).
+* ``forward(x)``: ``x`` of shape (n, *input_shape) -> the output, of shape
+  (n, *output_shape), in the layer's buffer: the next call overwrites it.
+* ``backward(grad_output)``: d loss / d output -> d loss / d input (None without
+  ``input_grad``); fills ``gradients()``, the d loss / d parameter arrays that match
+  ``parameters()`` one to one. Call it after the ``forward`` whose output it differentiates.
+* ``bind(parameters, gradients)``: adopt other arrays (a network's views) as its own.
+
+A layer allocates its own buffers on the first ``forward`` if nobody did; ``forward`` and
+``backward`` validate nothing (that is the model's job) and compute in the dtype of their
+buffers.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import numba
+import numpy as np
+
+__all__ = ["Flatten", "Layer", "Linear", "ReLU", "Sigmoid", "Tanh"]
+
+INITS = ("kaiming_uniform", "glorot_uniform")
+"""Weight initialisations of :class:`Linear`: PyTorch's default and Keras' default."""
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _linear_forward(x, weight, bias, out):
+    """``out = x W^T + b``: x (n, in), W (out, in), b (out,), out (n, out)."""
+    np.dot(x, weight.T, out)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] += bias[j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input):
+    """``dW = g^T x``, ``db = column sums of g`` (accumulated in float64) and, unless
+    ``grad_input`` is None, ``dx = g W``; g (n, out), x (n, in), W (out, in)."""
+    np.dot(grad_output.T, x, weight_grad)
+    totals = np.zeros(grad_output.shape[1])
+    for i in range(grad_output.shape[0]):
+        for j in range(grad_output.shape[1]):
+            totals[j] += grad_output[i, j]
+    for j in range(grad_output.shape[1]):
+        bias_grad[j] = totals[j]
+    if grad_input is not None:
+        np.dot(grad_output, weight, grad_input)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _relu(x, out):
+    """``out = max(x, 0)`` elementwise (2-d)."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = max(x[i, j], 0.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _relu_backward(grad_output, out, grad_input):
+    """``grad_input = grad_output * (out > 0)`` (2-d; ``out`` is the ReLU's output)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            grad_input[i, j] = grad_output[i, j] if out[i, j] > 0 else 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sigmoid(x, out):
+    """``out = 1 / (1 + exp(-x))`` elementwise (2-d), from ``e = exp(-|x|)`` so that no
+    exponential overflows: ``1 / (1 + e)`` for x >= 0, ``e / (1 + e)`` below."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            e = math.exp(-abs(x[i, j]))
+            out[i, j] = 1 / (1 + e) if x[i, j] >= 0 else e / (1 + e)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sigmoid_backward(grad_output, out, grad_input):
+    """``grad_input = grad_output * out * (1 - out)`` (2-d; ``out`` is the sigmoid)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            grad_input[i, j] = grad_output[i, j] * out[i, j] * (1 - out[i, j])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tanh(x, out):
+    """``out = tanh(x)`` elementwise (2-d)."""
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = math.tanh(x[i, j])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tanh_backward(grad_output, out, grad_input):
+    """``grad_input = grad_output * (1 - out**2)`` (2-d; ``out`` is the tanh)."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            grad_input[i, j] = grad_output[i, j] * (1 - out[i, j] * out[i, j])
+
+
+_BUFFERS = ("_output", "_grad_input", "_input", "_out")
+"""Attributes that hold a batch's data: a layer's workspace, never pickled."""
+
+
+class Layer(ABC):
+    """Base class: the protocol of the module docstring; no parameters by default."""
+
+    _rows = 0
+    """Batch rows the buffers hold (0: not allocated yet)."""
+
+    def parameters(self) -> list[np.ndarray]:
+        """The live parameter arrays (none here)."""
+        return []
+
+    def gradients(self) -> list[np.ndarray]:
+        """The live d loss / d parameter arrays, matching :meth:`parameters`."""
+        return []
+
+    def get_config(self) -> dict:
+        """The keyword arguments that rebuild this layer (its weights apart)."""
+        return {}
+
+    def bind(self, parameters: list[np.ndarray], gradients: list[np.ndarray]) -> None:
+        """Adopt ``parameters`` and ``gradients`` (same shapes and order as this layer's,
+        the parameters holding the same values) as the layer's own arrays; a network binds
+        views of its flat buffers. A layer without parameters has nothing to adopt."""
+
+    @abstractmethod
+    def allocate(
+        self, rows: int, input_shape: tuple, dtype: np.dtype, input_grad: bool
+    ) -> tuple:
+        """Size the buffers for ``rows`` samples of ``input_shape``; return the output shape."""
+
+    @abstractmethod
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The output for the batch ``x``, in the layer's buffer."""
+
+    @abstractmethod
+    def backward(self, grad_output: np.ndarray) -> np.ndarray | None:
+        """d loss / d input from d loss / d output; fills ``gradients()``."""
+
+    def __getstate__(self) -> dict:
+        """Pickle without the buffers (scratch space, allocated again on first use)."""
+        state = {k: v for k, v in vars(self).items() if k not in _BUFFERS}
+        state["_rows"] = 0
+        return state
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({options})"
+
+
+class Linear(Layer):
+    """Fully connected layer ``y = x W^T + b`` (``torch.nn.Linear``, Keras' ``Dense``).
+
+    Shapes: x (n, in_features), W (out_features, in_features), b (out_features,),
+    y (n, out_features). Backward, with ``g = dL/dy`` of shape (n, out_features)::
+
+        dL/dW = g^T x        dL/db = sum over rows of g        dL/dx = g W
+
+    ``init``: ``"kaiming_uniform"`` (PyTorch's default) draws W and b from
+    U(-1/sqrt(in_features), 1/sqrt(in_features)); ``"glorot_uniform"`` (Keras' default) draws
+    W from U(-a, a) with a = sqrt(6 / (in_features + out_features)) and sets b = 0. Draws
+    are made in float64 from ``seed`` (an int, a ``numpy.random.Generator`` or None) and
+    rounded to ``dtype`` (float32 or float64).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init: str = "kaiming_uniform",
+        seed: int | np.random.Generator | None = None,
+        dtype: type | np.dtype = np.float32,
+    ) -> None:
+        if in_features < 1 or out_features < 1:
+            raise ValueError(
+                f"Linear needs positive sizes, got ({in_features}, {out_features})"
+            )
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.in_features, self.out_features, self.init = (
+            int(in_features),
+            int(out_features),
+            init,
+        )
+        rng = np.random.default_rng(seed)
+        shape = (self.out_features, self.in_features)
+        if init == "kaiming_uniform":
+            bound = 1 / math.sqrt(in_features)
+            weight = rng.uniform(-bound, bound, size=shape)
+            bias = rng.uniform(-bound, bound, size=out_features)
+        else:
+            bound = math.sqrt(6 / (in_features + out_features))
+            weight = rng.uniform(-bound, bound, size=shape)
+            bias = np.zeros(out_features)
+        self.weight = weight.astype(dtype)
+        self.bias = bias.astype(dtype)
+        self.weight_grad = np.zeros_like(self.weight)
+        self.bias_grad = np.zeros_like(self.bias)
+
+    def parameters(self) -> list[np.ndarray]:
+        return [self.weight, self.bias]
+
+    def gradients(self) -> list[np.ndarray]:
+        return [self.weight_grad, self.bias_grad]
+
+    def bind(self, parameters, gradients):
+        self.weight, self.bias = parameters
+        self.weight_grad, self.bias_grad = gradients
+
+    def get_config(self) -> dict:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "init": self.init,
+            "dtype": self.weight.dtype.name,
+        }
+
+    def allocate(self, rows, input_shape, dtype, input_grad):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}) expects "
+                f"{self.in_features} features per sample, got shape {tuple(input_shape)}"
+            )
+        self._rows = rows
+        self._output = np.empty((rows, self.out_features), dtype)
+        self._grad_input = (
+            np.empty((rows, self.in_features), dtype) if input_grad else None
+        )
+        return (self.out_features,)
+
+    def forward(self, x):
+        n = x.shape[0]
+        if n > self._rows:
+            self.allocate(n, x.shape[1:], x.dtype, True)
+        out = self._output[:n]
+        _linear_forward(x, self.weight, self.bias, out)
+        self._input = x
+        return out
+
+    def backward(self, grad_output):
+        grad_input = self._grad_input
+        if grad_input is not None:
+            grad_input = grad_input[: grad_output.shape[0]]
+        _linear_backward(
+            grad_output,
+            self._input,
+            self.weight,
+            self.weight_grad,
+            self.bias_grad,
+            grad_input,
+        )
+        return grad_input
+
+
+class _Elementwise(Layer):
+    """An activation ``y = f(x)``, elementwise, whose derivative is a function of ``y``:
+    ``dL/dx = dL/dy * f'(x)``. Subclasses name the two Numba kernels
+    ``_function(x, out)`` and ``_derivative(grad_output, out, grad_input)`` (2-d arrays)."""
+
+    def allocate(self, rows, input_shape, dtype, input_grad):
+        self._rows = rows
+        features = math.prod(input_shape)
+        self._output = np.empty((rows, features), dtype)
+        self._grad_input = np.empty((rows, features), dtype) if input_grad else None
+        return tuple(input_shape)
+
+    def forward(self, x):
+        n = x.shape[0]
+        if n > self._rows:
+            self.allocate(n, x.shape[1:], x.dtype, True)
+        out = self._output[:n]
+        self._function(x.reshape(n, -1) if x.ndim != 2 else x, out)
+        self._out = out
+        return out.reshape(x.shape) if x.ndim != 2 else out
+
+    def backward(self, grad_output):
+        if self._grad_input is None:
+            return None
+        n = grad_output.shape[0]
+        grad_input = self._grad_input[:n]
+        flat_grad = grad_output.reshape(n, -1) if grad_output.ndim != 2 else grad_output
+        self._derivative(flat_grad, self._out, grad_input)
+        return (
+            grad_input.reshape(grad_output.shape)
+            if grad_output.ndim != 2
+            else grad_input
+        )
+
+
+class ReLU(_Elementwise):
+    """``y = max(x, 0)``; ``dL/dx = dL/dy * (y > 0)`` (``torch.nn.ReLU``). Any shape."""
+
+    _function = staticmethod(_relu)
+    _derivative = staticmethod(_relu_backward)
+
+
+class Sigmoid(_Elementwise):
+    """``y = 1 / (1 + exp(-x))``, overflow-free; ``dL/dx = dL/dy * y (1 - y)``
+    (``torch.nn.Sigmoid``). Any shape. As a network's last layer it makes the network's
+    output a probability, trained with BCE on probabilities."""
+
+    _function = staticmethod(sigmoid)
+    _derivative = staticmethod(_sigmoid_backward)
+
+
+class Tanh(_Elementwise):
+    """``y = tanh(x)``; ``dL/dx = dL/dy * (1 - y**2)`` (``torch.nn.Tanh``). Any shape."""
+
+    _function = staticmethod(_tanh)
+    _derivative = staticmethod(_tanh_backward)
+
+
+class Flatten(Layer):
+    """(n, d1, d2, ...) -> (n, d1 * d2 * ...), a view when the input is C-contiguous
+    (``torch.nn.Flatten``); the backward pass reshapes the gradient back."""
+
+    def allocate(self, rows, input_shape, dtype, input_grad):
+        return (math.prod(input_shape),)
+
+    def forward(self, x):
+        self._input_shape = x.shape[1:]
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_output):
+        return grad_output.reshape((grad_output.shape[0], *self._input_shape))

@@ -1,0 +1,85 @@
+"""numbce.datasets, numbce.plotting and the `numbce train` command."""
+
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+from sklearn.datasets import make_circles
+
+from numbce import cli, datasets, plotting
+from numbce.nn import History
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_circles_is_make_circles_split_in_half():
+    (X_train, y_train), (X_test, y_test) = datasets.circles()
+    X, y = make_circles(n_samples=1000, noise=0.1, random_state=1)
+    np.testing.assert_array_equal(np.concatenate([X_train, X_test]), X)
+    np.testing.assert_array_equal(np.concatenate([y_train, y_test]), y)
+    assert len(X_train) == len(X_test) == 500
+    with pytest.raises(ValueError, match="n_train"):
+        datasets.circles(n_samples=10, n_train=10)
+
+
+def test_fake_images_are_8_bit_pixels_and_random_labels():
+    X, y = datasets.fake_images(size=2000, image_size=(1, 4, 4), seed=0)
+    assert X.shape == (2000, 1, 4, 4) and X.dtype == np.float32
+    pixels = X * 255
+    np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)  # k / 255 exactly
+    assert pixels.min() == 0 and round(float(pixels.max())) == 255
+    assert set(np.unique(y)) == {0, 1} and abs(y.mean() - 0.5) < 0.05
+    again, _ = datasets.fake_images(size=2000, image_size=(1, 4, 4), seed=0)
+    np.testing.assert_array_equal(X, again)
+    _, labels = datasets.fake_images(size=100, num_classes=10, seed=1, dtype=np.float64)
+    assert labels.max() <= 9 and len(set(labels)) > 2
+
+
+def _history(val=True):
+    history = History()
+    for epoch in range(4):
+        metrics = {"loss": 0.7 - 0.1 * epoch, "accuracy": 0.5 + 0.1 * epoch}
+        if val:
+            metrics.update(val_loss=0.72 - 0.1 * epoch, val_accuracy=0.5 + 0.09 * epoch)
+        history.record(epoch, **metrics)
+    return history
+
+
+@pytest.mark.parametrize("val", [True, False])
+def test_training_curves_writes_a_png(tmp_path, val):
+    path = tmp_path / "curves.png"
+    figure = plotting.training_curves(_history(val), path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert height > 300 and width > 300
+    loss_axes, accuracy_axes = figure.axes
+    assert (loss_axes.get_title(), accuracy_axes.get_title()) == ("Loss", "Accuracy")
+    assert accuracy_axes.get_xlabel() == "epoch" and loss_axes.get_ylabel()
+    labels = [text.get_text() for text in loss_axes.get_legend().get_texts()]
+    assert labels == (["train", "validation"] if val else ["train"])
+    np.testing.assert_allclose(loss_axes.lines[0].get_ydata(), [0.7, 0.6, 0.5, 0.4])
+
+
+def test_training_curves_takes_the_history_dict():
+    figure = plotting.training_curves(_history().history)
+    assert len(figure.axes[1].lines) == 2
+
+
+def test_train_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli.main(["train", "--epochs", "3", "--seed", "1", "--json", "history.json"])
+    printed = capsys.readouterr()
+    assert "3 epochs, batch 32, Adam lr 0.001, seed 1" in printed.out
+    assert "test   loss" in printed.out and "training time" in printed.out
+    assert "3/3" in printed.err  # the progress bar
+    assert (tmp_path / "training_curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["tutorial"] == "circles" and len(saved["history"]["val_loss"]) == 3
+    assert 0 <= saved["test"]["accuracy"] <= 1
+
+
+def test_train_command_rejects_unknown_tutorials(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "mnist"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,463 @@
+"""numbce.nn: hand-derived gradients (finite differences, PyTorch autograd), training
+(determinism, the two tutorials, early stopping, validation), persistence, bad input."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from conftest import eps, torch_or_skip
+
+from numbce import datasets
+from numbce.nn import MLP, Flatten, Linear, ReLU, Sequential, Sigmoid, Tanh, tutorials
+from numbce.optim import SGD, Adam
+
+# (layer sizes, hidden activation, head): several depths, every activation, both heads.
+NETWORKS = [
+    ([3, 1], "relu", "logits"),
+    ([3, 1], "relu", "sigmoid"),
+    ([4, 6, 1], "tanh", "logits"),
+    ([4, 6, 1], "relu", "sigmoid"),
+    ([5, 7, 6, 1], "sigmoid", "logits"),
+    ([5, 7, 6, 4, 1], "relu", "logits"),
+    ([5, 7, 6, 4, 1], "tanh", "sigmoid"),
+]
+
+
+def _data(rng, n_samples, n_features):
+    X = rng.normal(size=(n_samples, n_features))
+    return X, (X.sum(axis=1) + rng.normal(size=n_samples) > 0).astype(np.int64)
+
+
+def _loss(model, X, y):
+    return float(model.loss_and_grads(X, y)[0])
+
+
+@pytest.mark.parametrize(("sizes", "activation", "head"), NETWORKS)
+def test_gradients_match_central_differences(rng, sizes, activation, head):
+    model = MLP(sizes, activation, head=head, seed=1, dtype=np.float64)
+    X, y = _data(rng, 9, sizes[0])
+    _, grads = model.loss_and_grads(X, y)
+    h = 1e-6
+    for param, grad in zip(model.parameters(), grads):
+        numeric = np.empty_like(param)
+        for index in np.ndindex(param.shape):
+            saved = param[index]
+            param[index] = saved + h
+            up = _loss(model, X, y)
+            param[index] = saved - h
+            down = _loss(model, X, y)
+            param[index] = saved
+            numeric[index] = (up - down) / (2 * h)
+        # central differences: O(h^2) truncation plus eps/h rounding, about 1e-9 here
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_gradients_through_flatten_match_central_differences(rng):
+    model = Sequential(
+        Flatten(),
+        Linear(12, 5, seed=0, dtype=np.float64),
+        Tanh(),
+        Linear(5, 1, seed=1, dtype=np.float64),
+        Sigmoid(),
+    )
+    X = rng.uniform(size=(6, 3, 2, 2))
+    y = np.array([0, 1, 1, 0, 1, 0])
+    _, grads = model.loss_and_grads(X, y)
+    weight, h = model.parameters()[0], 1e-6
+    for index in [(0, 0), (2, 7), (4, 11)]:
+        saved = weight[index]
+        weight[index] = saved + h
+        up = _loss(model, X, y)
+        weight[index] = saved - h
+        down = _loss(model, X, y)
+        weight[index] = saved
+        assert grads[0][index] == pytest.approx(
+            (up - down) / (2 * h), rel=1e-6, abs=1e-9
+        )
+
+
+def _torch_network(torch, model):
+    """The same network in PyTorch, with copies of ``model``'s weights."""
+    modules = []
+    for layer in model.layers:
+        if isinstance(layer, Linear):
+            linear = torch.nn.Linear(layer.in_features, layer.out_features)
+            linear.to(
+                torch.float64 if layer.weight.dtype == np.float64 else torch.float32
+            )
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(layer.weight))
+                linear.bias.copy_(torch.from_numpy(layer.bias))
+            modules.append(linear)
+        else:
+            modules.append(
+                {ReLU: torch.nn.ReLU, Tanh: torch.nn.Tanh, Sigmoid: torch.nn.Sigmoid}[
+                    type(layer)
+                ]()
+            )
+    return torch.nn.Sequential(*modules)
+
+
+@pytest.mark.parametrize(("sizes", "activation", "head"), NETWORKS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_loss_and_gradients_match_torch_autograd(rng, sizes, activation, head, dtype):
+    torch = torch_or_skip()
+    model = MLP(sizes, activation, head=head, seed=2, dtype=dtype)
+    X, y = _data(rng, 40, sizes[0])
+    X = X.astype(dtype)
+    loss, grads = model.loss_and_grads(X, y)
+
+    network = _torch_network(torch, model)
+    output = network(torch.from_numpy(X))
+    target = torch.from_numpy(y.reshape(-1, 1).astype(dtype))
+    if head == "logits":
+        torch_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            output, target
+        )
+    else:
+        torch_loss = torch.nn.functional.binary_cross_entropy(output, target)
+    torch_loss.backward()
+    torch_grads = [p.grad.numpy() for p in network.parameters()]
+
+    tolerance = 256 * eps(dtype)  # sums in a different order, through a few layers
+    assert loss.dtype == dtype
+    assert float(loss) == pytest.approx(torch_loss.item(), rel=tolerance)
+    for ours, theirs in zip(grads, torch_grads):
+        np.testing.assert_allclose(
+            ours, theirs, rtol=tolerance, atol=tolerance * np.abs(theirs).max()
+        )
+
+
+def test_parameters_are_live_arrays_in_pytorch_layout():
+    model = MLP([2, 100, 1], activation="relu", seed=0, dtype=np.float64)
+    params = model.parameters()
+    assert [p.shape for p in params] == [(100, 2), (100,), (1, 100), (1,)]
+    assert params[0] is model.layers[0].weight
+    assert model.head == "logits" and isinstance(model.layers[-1], Linear)
+    assert MLP([2, 3, 1], head="sigmoid").head == "sigmoid"
+
+
+def test_loss_and_grads_returns_copies(rng):
+    model = MLP([3, 4, 1], seed=0, dtype=np.float64)
+    X, y = _data(rng, 10, 3)
+    _, first = model.loss_and_grads(X, y)
+    kept = [g.copy() for g in first]
+    model.loss_and_grads(X[:5], y[:5])
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("init", ["kaiming_uniform", "glorot_uniform"])
+def test_linear_initialisation(init):
+    layer = Linear(400, 300, init=init, seed=0, dtype=np.float64)
+    if init == "kaiming_uniform":
+        bound, bias_bound = 1 / math.sqrt(400), 1 / math.sqrt(400)
+    else:
+        bound, bias_bound = math.sqrt(6 / 700), 0.0
+    assert np.abs(layer.weight).max() <= bound
+    assert np.abs(layer.bias).max() <= bias_bound
+    # uniform on [-bound, bound]: standard deviation bound / sqrt(3), 120,000 draws
+    assert layer.weight.std() == pytest.approx(bound / math.sqrt(3), rel=0.01)
+    assert layer.weight.dtype == np.float64
+
+
+def test_same_seed_same_weights_bit_for_bit():
+    (X, y), _ = datasets.circles()
+
+    def train(init_seed, fit_seed):
+        model = MLP([2, 16, 1], seed=init_seed)
+        model.fit(
+            X, y, epochs=5, optimizer=Adam(model.parameters(), lr=1e-2), seed=fit_seed
+        )
+        return model.parameters()
+
+    first, again = train(0, 0), train(0, 0)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], train(0, 1)[0])
+    assert not np.array_equal(first[0], train(1, 0)[0])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_circles_tutorial(seed):
+    run = tutorials.train(tutorials.TUTORIALS["circles"], seed=seed)
+    assert len(run.history.epoch) == 300
+    assert set(run.history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert run.test_accuracy >= 0.80
+    assert run.test_loss < 0.40
+    assert run.history.history["val_accuracy"][-1] == run.test_accuracy
+
+
+def test_fake_images_tutorial_runs_and_stays_near_ln2():
+    train = datasets.fake_images(size=640)
+    test = datasets.fake_images(size=256, seed=43)
+    run = tutorials.train(
+        tutorials.TUTORIALS["fake-images"], epochs=2, seed=0, data=(train, test)
+    )
+    model = run.model
+    assert isinstance(model.layers[0], Flatten) and model.head == "sigmoid"
+    assert [p.shape for p in model.parameters()] == [
+        (64, 2352),
+        (64,),
+        (32, 64),
+        (32,),
+        (1, 32),
+        (1,),
+    ]
+    assert model.dtype == np.float32
+    # random labels: nothing to learn, the loss stays at that of p = 1/2
+    for loss in run.history.history["loss"] + run.history.history["val_loss"]:
+        assert loss == pytest.approx(math.log(2), abs=0.02)
+    assert 0.35 < run.test_accuracy < 0.65
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_in_both_dtypes(dtype):
+    (X, y), (X_test, y_test) = datasets.circles()
+    model = MLP([2, 32, 1], dtype=dtype, seed=0)
+    history = model.fit(
+        X,
+        y,
+        epochs=40,
+        optimizer=Adam(model.parameters(), lr=1e-2),
+        seed=0,
+        validation_data=(X_test, y_test),
+    )
+    assert all(p.dtype == dtype for p in model.parameters())
+    assert model.predict_proba(X_test).dtype == dtype
+    assert history.history["val_accuracy"][-1] > 0.8
+    loss, accuracy = model.evaluate(X_test, y_test)
+    assert (loss, accuracy) == (
+        history.history["val_loss"][-1],
+        history.history["val_accuracy"][-1],
+    )
+
+
+def test_predictions_agree_with_probabilities_and_accuracy(rng):
+    X, y = _data(rng, 3000, 4)  # more than one evaluation chunk
+    model = MLP([4, 8, 1], seed=0, dtype=np.float64)
+    model.fit(X, y, epochs=2, batch_size=64, seed=0)
+    probabilities = model.predict_proba(X)
+    labels = model.predict(X)
+    assert probabilities.shape == labels.shape == (3000,)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, probabilities > 0.5)
+    assert model.evaluate(X, y)[1] == np.mean(labels == y)
+    np.testing.assert_array_equal(model.predict_proba(X[:7]), probabilities[:7])
+
+
+def test_validation_split_and_history(rng):
+    X, y = _data(rng, 100, 3)
+    model = MLP([3, 4, 1], seed=0)
+    history = model.fit(X, y, epochs=3, batch_size=16, validation_split=0.2, seed=0)
+    assert history.epoch == [0, 1, 2]
+    assert history.params == {"epochs": 3, "batch_size": 16, "steps": 5, "samples": 80}
+    assert all(len(values) == 3 for values in history.history.values())
+    assert history.history["val_loss"][-1] == model.evaluate(X[80:], y[80:])[0]
+
+
+def test_early_stopping_restores_the_best_weights(rng):
+    X, y = _data(rng, 200, 3)
+    # validation labels flipped: val_loss rises as training succeeds
+    y_val = 1 - y[150:]
+    model = MLP([3, 8, 1], seed=0, dtype=np.float64)
+    history = model.fit(
+        X[:150],
+        y[:150],
+        epochs=100,
+        validation_data=(X[150:], y_val),
+        seed=0,
+        optimizer=Adam(model.parameters(), lr=0.02),
+        early_stopping=True,
+        patience=3,
+    )
+    val_loss = history.history["val_loss"]
+    assert len(history.epoch) < 100
+    assert history.best_epoch == int(np.argmin(val_loss))
+    assert len(val_loss) == history.best_epoch + 4
+    assert model.evaluate(X[150:], y_val)[0] == min(val_loss)
+
+
+def test_early_stopping_on_the_training_loss_stops_at_a_plateau(rng):
+    X, y = _data(rng, 64, 3)
+    model = MLP([3, 4, 1], seed=0)
+    history = model.fit(
+        X,
+        y,
+        epochs=500,
+        optimizer=SGD(model.parameters(), lr=0.0),
+        seed=0,
+        early_stopping=True,
+        monitor="loss",
+        patience=4,
+    )
+    assert len(history.epoch) == 5  # lr 0: the first epoch is the best, four more wait
+
+
+def test_progress_bar(rng, capsys):
+    X, y = _data(rng, 40, 3)
+    MLP([3, 4, 1], seed=0).fit(X, y, epochs=2, verbose=1)
+    assert "2/2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_save_and_load_round_trip(tmp_path, rng, dtype):
+    X, y = _data(rng, 50, 3)
+    model = MLP(
+        [3, 5, 4, 1],
+        activation="tanh",
+        head="sigmoid",
+        init="glorot_uniform",
+        dtype=dtype,
+    )
+    model.fit(X, y, epochs=2, seed=0)
+    model.save(tmp_path / "model.npz")
+    loaded = MLP.load(tmp_path / "model.npz")
+    assert type(loaded) is MLP and loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+    network = tutorials.fake_images_model(seed=0)
+    network.save(tmp_path / "network")
+    images = datasets.fake_images(size=5)[0]
+    again = Sequential.load(tmp_path / "network")
+    np.testing.assert_array_equal(
+        again.predict_proba(images), network.predict_proba(images)
+    )
+    with pytest.raises(ValueError, match="holds a Sequential, not a MLP"):
+        MLP.load(tmp_path / "network")
+
+
+# -- bad input: a ValueError before any training, the parameters untouched ------------
+
+BAD_FITS = {
+    "mismatched lengths": (lambda X, y: (X, y[:-1]), "shape"),
+    "wrong feature count": (lambda X, y: (X[:, :2], y), "expects 3 features"),
+    "nan in X": (lambda X, y: (np.where(X > 1.5, np.nan, X), y), "finite"),
+    "inf in X": (lambda X, y: (np.where(X > 1.5, -np.inf, X), y), "finite"),
+    "overflow in the cast to float32": (
+        lambda X, y: (X * 1e300, y),
+        "overflows float32",
+    ),
+    "labels 0, 1, 2": (lambda X, y: (X, y + (X[:, 0] > 1)), "0 or 1"),
+    "labels -1, 1": (lambda X, y: (X, 2 * y - 1), "0 or 1"),
+    "nan labels": (lambda X, y: (X, np.where(X[:, 0] > 1, np.nan, y)), "0 or 1"),
+    "empty X": (lambda X, y: (X[:0], y[:0]), "empty"),
+    "1-d X": (lambda X, y: (X[:, 0], y), "n_samples"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FITS)
+def test_bad_fit_input(rng, case):
+    change, message = BAD_FITS[case]
+    X, y = _data(rng, 30, 3)
+    model = MLP([3, 4, 1], seed=0)
+    before = [p.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=message):
+        model.fit(*change(X, y), epochs=2)
+    for a, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("batch_size", [0, -4, 2.5, True])
+def test_bad_batch_size(rng, batch_size):
+    X, y = _data(rng, 30, 3)
+    with pytest.raises(ValueError, match="batch_size"):
+        MLP([3, 4, 1]).fit(X, y, batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"validation_data": (np.zeros((4, 2)), np.zeros(4))},
+        {"validation_data": (np.zeros((4, 3)), np.full(4, 3))},
+        {"validation_split": 1.5},
+        {"validation_split": 0.2, "validation_data": (np.zeros((4, 3)), np.zeros(4))},
+        {"early_stopping": True},
+        {"early_stopping": True, "monitor": "accuracy", "validation_split": 0.2},
+        {"epochs": -1},
+        {"optimizer": "other"},
+    ],
+)
+def test_bad_fit_options(rng, options):
+    X, y = _data(rng, 30, 3)
+    model = MLP([3, 4, 1])
+    if options.get("optimizer") == "other":
+        options = {"optimizer": Adam(MLP([3, 4, 1]).parameters())}
+    with pytest.raises(ValueError):
+        model.fit(X, y, **options)
+
+
+@pytest.mark.parametrize(
+    ("X", "message"),
+    [
+        (np.zeros((4, 2)), "expects 3 features"),
+        (np.array([[0.0, np.nan, 1.0]]), "finite"),
+        (np.zeros((0, 3)), "empty"),
+        (np.array([["a", "b", "c"]]), "real numbers"),
+    ],
+)
+def test_bad_predict_input(X, message):
+    model = MLP([3, 4, 1])
+    for method in (model.predict, model.predict_proba):
+        with pytest.raises(ValueError, match=message):
+            method(X)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: MLP([3, 4, 2]), "layer_sizes"),
+        (lambda: MLP([3]), "layer_sizes"),
+        (lambda: MLP([3, 0, 1]), "layer size"),
+        (lambda: MLP([3, 1], activation="gelu"), "activation"),
+        (lambda: MLP([3, 1], head="softmax"), "head"),
+        (lambda: Linear(3, 1, init="zeros"), "init"),
+        (lambda: Sequential(ReLU()), "parameters"),
+    ],
+)
+def test_bad_networks(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_network_must_output_one_value_per_sample():
+    with pytest.raises(ValueError, match="one value per sample"):
+        Sequential(Linear(3, 2)).predict(np.zeros((2, 3)))
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_weights(rng):
+    X, y = _data(rng, 64, 3)
+    model = MLP([3, 4, 1], seed=0, dtype=np.float32)
+    model.fit(X, y, epochs=1, seed=0)
+    good = [p.copy() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match="epoch 1/3"):
+        model.fit(X, y, epochs=3, optimizer=SGD(model.parameters(), lr=1e38), seed=0)
+    for param, saved in zip(model.parameters(), good):
+        np.testing.assert_array_equal(param, saved)
+
+
+def test_parameters_are_views_of_one_buffer_and_survive_pickling(rng):
+    X, y = _data(rng, 40, 3)
+    model = MLP([3, 5, 1], seed=0, dtype=np.float64)
+    assert Adam(model.parameters()).flat_params is not None
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+    optimizer = Adam(copy.parameters(), lr=0.1)
+    assert optimizer.flat_params is not None  # views of the copy's own buffer
+    copy.fit(X, y, epochs=3, optimizer=optimizer, seed=0)
+    assert not np.array_equal(copy.predict_proba(X), model.predict_proba(X))
+    model.fit(X, y, epochs=3, optimizer=Adam(model.parameters(), lr=0.1), seed=0)
+    np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+
+
+def test_fit_with_an_optimizer_over_separate_arrays(rng):
+    X, y = _data(rng, 40, 3)
+    flat_model, list_model = MLP([3, 4, 1], seed=0), MLP([3, 4, 1], seed=0)
+    list_optimizer = Adam(list_model.parameters(), lr=0.05)
+    list_optimizer.flat_params = None  # take the one-call-per-parameter path
+    flat_optimizer = Adam(flat_model.parameters(), lr=0.05)
+    flat_model.fit(X, y, epochs=2, optimizer=flat_optimizer, seed=0)
+    list_model.fit(X, y, epochs=2, optimizer=list_optimizer, seed=0)
+    for a, b in zip(flat_model.parameters(), list_model.parameters()):
+        np.testing.assert_array_equal(a, b)
