@@ -1,5 +1,12 @@
 """Benchmark options: sizes, threads. Run: pytest bench/ --benchmark-only [--big]."""
 
+import contextlib
+
+# PyTorch first: if Numba's OpenMP threads start before PyTorch loads its own, PyTorch runs
+# about 2x slower here (measured), which would flatter numbce.
+with contextlib.suppress(ImportError):
+    import torch  # noqa: F401
+
 import numba
 import pytest
 from contestants import set_threads

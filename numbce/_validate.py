@@ -50,9 +50,9 @@ _COMPUTE_DTYPES = {
 
 def compute_dtype(dtype, name: str = "input") -> np.dtype:
     """The dtype the kernels compute in: float32 for float16 and float32, else float64."""
-    dtype = np.dtype(dtype)
     if dtype in _COMPUTE_DTYPES:
         return _COMPUTE_DTYPES[dtype]
+    dtype = np.dtype(dtype)
     hint = (
         " (cast integer or bool inputs to float explicitly)"
         if dtype.kind in "iub"
@@ -122,7 +122,7 @@ class OutOfRangeError(ValueError):
         self.shape = shape
 
 
-@dataclass
+@dataclass(slots=True)
 class Problem:
     """Validated NumPy inputs, flat and contiguous, in the compute dtype.
 
@@ -155,7 +155,7 @@ class Problem:
 
 def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if a.dtype == dtype and a.flags.c_contiguous:
-        return a.reshape(-1)
+        return a if a.ndim == 1 else a.reshape(-1)
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 

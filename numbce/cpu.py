@@ -195,10 +195,11 @@ _PLACEHOLDER = {np.dtype(t): np.ones(1, dtype=t) for t in (np.float32, np.float6
 the same array type as real ones, so it adds no compiled variants; never written)."""
 
 
-def _as_operand(value, dtype) -> tuple[bool, np.ndarray]:
-    if isinstance(value, np.ndarray):
-        return True, value
-    return False, _PLACEHOLDER[dtype]
+def _operand(value, dtype) -> tuple[bool, float, np.ndarray]:
+    """``(is_array, scalar, array)`` for a float or flat array operand of a kernel."""
+    if type(value) is float:
+        return False, value, _PLACEHOLDER[dtype]
+    return True, 1.0, value
 
 
 def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
@@ -210,12 +211,11 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
     x = problem.x
     n = x.size
     dtype = x.dtype
-    weight_array, weight = _as_operand(problem.weight, dtype)
-    pos_weight_array, pos_weight = _as_operand(problem.pos_weight, dtype)
-    grad_output_array, grad_output = _as_operand(problem.grad_output, dtype)
-    weight_scalar = 1.0 if weight_array else problem.weight
-    pos_weight_value = 1.0 if pos_weight_array else problem.pos_weight
-    grad_output_scalar = 1.0 if grad_output_array else problem.grad_output
+    weight_array, weight_scalar, weight = _operand(problem.weight, dtype)
+    pos_weight_array, pos_weight_value, pos_weight = _operand(problem.pos_weight, dtype)
+    grad_output_array, grad_output_scalar, grad_output = _operand(
+        problem.grad_output, dtype
+    )
 
     store_loss = want_loss and problem.reduction == "none"
     reduce_loss = want_loss and not store_loss

@@ -40,6 +40,8 @@ __all__ = [
 
 def array_kind(a) -> str:
     """``'dask'``, ``'cuda'`` or ``'numpy'``, judged from the type alone (imports nothing)."""
+    if type(a) is np.ndarray:
+        return "numpy"
     module = type(a).__module__
     if module.startswith("dask."):
         return "dask"
