@@ -280,7 +280,8 @@ def test_fused_kernel_loop_is_vectorized(logits, dtype, vector):
         pytest.skip("the host has no AVX2")
     single = dtype == np.float32
     cached = cpu._kernel(single, logits, False, True, True, False, False, False, False)
-    kernel = numba.njit(**dict(cached.targetoptions, cache=False))(cached.py_func)
+    options = {k: v for k, v in cached.targetoptions.items() if k != "nopython"}
+    kernel = numba.njit(**dict(options, cache=False))(cached.py_func)
     n, one = 100, np.ones(1, dtype)
     kernel(
         np.full(n, 0.5, dtype),
