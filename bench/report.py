@@ -84,11 +84,13 @@ def kernel_table(benchmarks: list[dict]) -> list[str]:
 
 
 def other_tables(benchmarks: list[dict]) -> list[str]:
-    """The other suites (mlp, dask, cuda, startup): each group's contestants and ratios."""
+    """The other suites (mlp, dask, cuda, startup): each case's contestants and ratios."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in benchmarks:
-        if bench["extra_info"].get("suite", "kernels") != "kernels":
-            groups[bench["group"] or bench["name"]].append(bench)
+        info = bench["extra_info"]
+        if info.get("suite", "kernels") != "kernels":
+            key = f"{info['suite']}: {info['case']}" if "case" in info else bench["group"]
+            groups[key or bench["name"]].append(bench)
     lines = []
     for group, members in sorted(groups.items()):
         fastest = min(b["stats"]["min"] for b in members)
@@ -138,7 +140,7 @@ def plot(benchmarks: list[dict], path: Path) -> None:
             if col == 0:
                 ax.set_ylabel("GB/s of input and output moved")
             ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend()
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
