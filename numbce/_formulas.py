@@ -44,13 +44,14 @@ def make(real: type, exp: Callable, log: Callable, log1p: Callable) -> SimpleNam
         """True when ``0 <= v <= 1`` (False for nan): the range check of the inputs."""
         return (v >= zero) & (v <= one)
 
-    def logits_loss_grad(x, y, q):
-        """Loss and d loss/dx of BCE-with-logits for one element, unweighted.
+    def logits_loss_grad(x, y, q, w):
+        """Loss and d loss/dx of BCE-with-logits for one element of weight ``w``.
 
-        ``l = q*y*softplus(-x) + (1-y)*softplus(x)``  (both terms >= 0: nothing cancels)
-        ``dl/dx = (1-y)*sigmoid(x) - q*y*sigmoid(-x)`` (no cancellation for hard labels)
+        ``l = w*q*y*softplus(-x) + w*(1-y)*softplus(x)``  (both terms >= 0: nothing cancels)
+        ``dl/dx = w*(1-y)*sigmoid(x) - w*q*y*sigmoid(-x)`` (no cancellation for hard labels)
 
-        A term whose coefficient is 0 counts as 0, so infinite logits give the limit.
+        A term whose coefficient is 0 (a zero weight included) counts as 0, so infinite
+        logits give the limit, never nan.
         """
         e = exp(-abs(x))
         log1p_e = log1p(e)
@@ -58,24 +59,24 @@ def make(real: type, exp: Callable, log: Callable, log1p: Callable) -> SimpleNam
         positive = x >= zero
         sigmoid_pos = r if positive else e * r
         sigmoid_neg = e * r if positive else r
-        a = q * y
-        b = one - y
+        a = w * (q * y)
+        b = w * (one - y)
         softplus_neg = max(zero, -x) + log1p_e
         softplus_pos = max(zero, x) + log1p_e
         term_a = a * softplus_neg if a != zero else zero
         term_b = b * softplus_pos if b != zero else zero
         return term_a + term_b, b * sigmoid_pos - a * sigmoid_neg
 
-    def probs_loss_grad(p, y):
-        """Loss and d loss/dp of BCE on probabilities for one element, unweighted.
+    def probs_loss_grad(p, y, w):
+        """Loss and d loss/dp of BCE on probabilities for one element of weight ``w``.
 
-        ``l = -(y*max(log p, -100) + (1-y)*max(log1p(-p), -100))``
-        ``dl/dp = (p - y) / max(p*(1-p), 1e-12)``
+        ``l = -w*(y*max(log p, -100) + (1-y)*max(log1p(-p), -100))``
+        ``dl/dp = w*(p - y) / max(p*(1-p), 1e-12)``
         """
         log_p = max(log(p), log_clamp)
         log_not_p = max(log1p(-p), log_clamp)
-        loss = -(y * log_p + (one - y) * log_not_p)
-        grad = (p - y) / max(p * (one - p), floor)
+        loss = -w * (y * log_p + (one - y) * log_not_p)
+        grad = w * (p - y) / max(p * (one - p), floor)
         return loss, grad
 
     return SimpleNamespace(

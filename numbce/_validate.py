@@ -53,6 +53,8 @@ def compute_dtype(dtype, name: str = "input") -> np.dtype:
     if dtype in _COMPUTE_DTYPES:
         return _COMPUTE_DTYPES[dtype]
     dtype = np.dtype(dtype)
+    if dtype.newbyteorder("=") in _COMPUTE_DTYPES:  # byte-swapped floats
+        return _COMPUTE_DTYPES[dtype.newbyteorder("=")]
     hint = (
         " (cast integer or bool inputs to float explicitly)"
         if dtype.kind in "iub"
@@ -122,6 +124,23 @@ class OutOfRangeError(ValueError):
         self.shape = shape
 
 
+def check_unit_interval(
+    name: str, values: np.ndarray, offset: int = 0, shape=None
+) -> None:
+    """Raise :class:`OutOfRangeError` for the first element of ``values`` outside [0, 1]
+    (or nan); its flat index is ``offset`` plus its index in ``values``, in ``shape``."""
+    flat = values.reshape(-1)
+    bad = np.flatnonzero(~((flat >= 0) & (flat <= 1)))
+    if bad.size:
+        index = int(bad[0])
+        raise OutOfRangeError(
+            name,
+            offset + index,
+            flat[index].item(),
+            values.shape if shape is None else shape,
+        )
+
+
 @dataclass(slots=True)
 class Problem:
     """Validated NumPy inputs, flat and contiguous, in the compute dtype.
@@ -189,6 +208,8 @@ def prepare_numpy(
     dtype = compute_dtype(x.dtype)
     if y.dtype != dtype:
         check_real_dtype(y.dtype, "target")
+        if y.dtype.kind == "f" and y.dtype.itemsize > dtype.itemsize:
+            check_unit_interval("target", y)  # before rounding could bring it inside
     if x.shape != y.shape:
         check_same_shape(x.shape, y.shape)
     if reduction not in REDUCTIONS:
@@ -201,7 +222,7 @@ def prepare_numpy(
         pos_weight=_scalar_or_flat("pos_weight", pos_weight, x.shape, dtype),
         grad_output=_scalar_or_flat("grad_output", grad_output, x.shape, dtype),
         shape=x.shape,
-        result_dtype=x.dtype,
+        result_dtype=x.dtype if x.dtype.isnative else x.dtype.newbyteorder("="),
         reduction=reduction,
         label_smoothing=check_label_smoothing(label_smoothing),
     )

@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from numbce import _formulas, _vectormath
-from numbce._validate import OutOfRangeError, Problem
+from numbce._validate import Problem, check_unit_interval
 
 BLOCK = 4096
 """Elements per reduction block (fixed: results do not depend on the thread count)."""
@@ -41,8 +41,8 @@ _KERNEL_FASTMATH = {"contract"}
 
 
 def _element_functions(fmt: _vectormath.Format):
-    """``(logits_element, probs_element)``, each ``(x, y, q, label_smoothing) -> (loss, grad,
-    input_ok, target_ok)`` in ``fmt``'s type over the vectorizable primitives
+    """``(logits_element, probs_element)``, each ``(x, y, q, w, label_smoothing) -> (loss,
+    grad, input_ok, target_ok)`` in ``fmt``'s type over the vectorizable primitives
     (``probs_element`` ignores ``q`` and ``label_smoothing``; logits are always ok)."""
     formulas = _formulas.make(fmt.real, *_vectormath.make(fmt))
     smooth_target, is_unit_interval, logits_loss_grad, probs_loss_grad = (
@@ -56,13 +56,13 @@ def _element_functions(fmt: _vectormath.Format):
     )
 
     @numba.njit(**_INLINE)
-    def logits_element(x, y, q, label_smoothing):
-        loss, grad = logits_loss_grad(x, smooth_target(y, label_smoothing), q)
+    def logits_element(x, y, q, w, label_smoothing):
+        loss, grad = logits_loss_grad(x, smooth_target(y, label_smoothing), q, w)
         return loss, grad, True, is_unit_interval(y)
 
     @numba.njit(**_INLINE)
-    def probs_element(x, y, q, label_smoothing):
-        loss, grad = probs_loss_grad(x, y)
+    def probs_element(x, y, q, w, label_smoothing):
+        loss, grad = probs_loss_grad(x, y, w)
         return loss, grad, is_unit_interval(x), is_unit_interval(y)
 
     return logits_element, probs_element
@@ -99,7 +99,8 @@ def _kernel(
     Arguments of the returned function (flat arrays of the compute dtype, float32 if
     ``single`` else float64; an operand whose flag is off is ignored and may be any
     1-element array): ``x, y, weight, pos_weight, grad_output`` inputs; ``scalars`` =
-    ``[pos_weight, label_smoothing, loss_scale, grad_scale]``; ``loss_out, grad_out`` outputs
+    ``[pos_weight, weight, label_smoothing, grad_scale]`` (the values used where the operand
+    is not an array); ``loss_out, grad_out`` outputs
     of ``x.size``; ``blocks_out`` (float64, shape (2, number of blocks)): each block's loss
     sum and its range-check flags.
     """
@@ -117,7 +118,7 @@ def _kernel(
         grad_out,
         blocks_out,
     ):
-        pos_weight_value, label_smoothing, loss_scale, grad_scale = scalars
+        pos_weight_value, weight_value, label_smoothing, grad_scale = scalars
         n = np.uint64(x.size)
         for b in blocks(blocks_out.shape[1]):
             # Unsigned indices: Numba then emits no negative-index wraparound, which would
@@ -132,32 +133,30 @@ def _kernel(
             targets_ok = True
             for i in range(start, stop):
                 q = pos_weight[i] if pos_weight_array else pos_weight_value
+                w = weight[i] if weight_array else weight_value
                 # The flags are compile-time constants: Numba drops the other branches.
                 if logits and single:
                     loss, grad, input_ok, target_ok = _logits_element32(
-                        x[i], y[i], q, label_smoothing
+                        x[i], y[i], q, w, label_smoothing
                     )
                 elif logits:
                     loss, grad, input_ok, target_ok = _logits_element64(
-                        x[i], y[i], q, label_smoothing
+                        x[i], y[i], q, w, label_smoothing
                     )
                 elif single:
                     loss, grad, input_ok, target_ok = _probs_element32(
-                        x[i], y[i], q, label_smoothing
+                        x[i], y[i], q, w, label_smoothing
                     )
                 else:
                     loss, grad, input_ok, target_ok = _probs_element64(
-                        x[i], y[i], q, label_smoothing
+                        x[i], y[i], q, w, label_smoothing
                     )
                 inputs_ok &= input_ok
                 targets_ok &= target_ok
-                if weight_array:
-                    loss *= weight[i]
-                    grad *= weight[i]
                 if reduce_loss:
                     block_losses[i - start] = loss
                 if store_loss:
-                    loss_out[i] = loss * loss_scale
+                    loss_out[i] = loss
                 if store_grad:
                     if grad_output_array:
                         grad *= grad_output[i]
@@ -172,11 +171,6 @@ def _kernel(
     return numba.njit(parallel=parallel, fastmath=_KERNEL_FASTMATH, **_JIT)(kernel)
 
 
-def _first_out_of_range(values: np.ndarray, start: int) -> tuple[int, float]:
-    offset = int(np.flatnonzero(~((values >= 0) & (values <= 1)))[0])
-    return start + offset, values[offset].item()
-
-
 def _raise_range_error(problem: Problem, flags: np.ndarray, logits: bool) -> None:
     """Find the first offending element (error path only) and raise its ValueError."""
     checks = [(BAD_TARGET, problem.y, "target")]
@@ -186,8 +180,9 @@ def _raise_range_error(problem: Problem, flags: np.ndarray, logits: bool) -> Non
         bad_blocks = np.flatnonzero(flags & bit)
         if bad_blocks.size:
             start = int(bad_blocks[0]) * BLOCK
-            index, value = _first_out_of_range(values[start : start + BLOCK], start)
-            raise OutOfRangeError(name, index, value, problem.shape)
+            check_unit_interval(
+                name, values[start : start + BLOCK], start, problem.shape
+            )
 
 
 _PLACEHOLDER = {np.dtype(t): np.ones(1, dtype=t) for t in (np.float32, np.float64)}
@@ -205,8 +200,9 @@ def _operand(value, dtype) -> tuple[bool, float, np.ndarray]:
 def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
     """Run one pass of the kernel over ``problem``; return ``(loss, grad)`` (None if unwanted).
 
-    ``loss`` is reduced per ``problem.reduction`` (a float64 Python float for mean/sum, a
-    float64-accumulated array of the compute dtype for 'none'); ``grad`` is flat.
+    ``loss`` is reduced per ``problem.reduction`` (a float64 sum or mean, accumulated in
+    float64, for 'mean'/'sum'; a flat array of the compute dtype for 'none'); ``grad`` is
+    flat.
     """
     x = problem.x
     n = x.size
@@ -219,7 +215,7 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
 
     store_loss = want_loss and problem.reduction == "none"
     reduce_loss = want_loss and not store_loss
-    grad_scale = weight_scalar * grad_output_scalar
+    grad_scale = grad_output_scalar
     if problem.reduction == "mean" and n:
         grad_scale /= n
 
@@ -236,7 +232,7 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
     )
     nblocks = -(-n // BLOCK)
     scalars = np.array(
-        [pos_weight_value, problem.label_smoothing, weight_scalar, grad_scale],
+        [pos_weight_value, weight_scalar, problem.label_smoothing, grad_scale],
         dtype=dtype,
     )
     loss_out = np.empty(n, dtype=dtype) if store_loss else _PLACEHOLDER[dtype]
@@ -266,6 +262,5 @@ def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
         loss = loss_out
     elif reduce_loss:
         total = blocks_out[0, 0] if nblocks == 1 else math.fsum(blocks_out[0])
-        total *= weight_scalar
         loss = total if problem.reduction == "sum" else (total / n if n else math.nan)
     return loss, (grad_out if want_grad else None)

@@ -130,7 +130,8 @@ def _kernel(
     ``x`` (float16/32/64), ``y`` (any real or bool dtype), ``weight``, ``pos_weight``,
     ``grad_output`` (any real dtype; each value is cast to the compute dtype, float32 if
     ``single`` else float64, as on the CPU); the scalars ``pos_weight_value``,
-    ``label_smoothing``, ``loss_scale``, ``grad_scale`` of the compute dtype; outputs
+    ``weight_value`` (used where those operands are not arrays), ``label_smoothing``,
+    ``grad_scale`` of the compute dtype; outputs
     ``loss_out`` and ``grad_out`` (of ``x``'s dtype), ``partial`` (float64, one per block)
     and ``first_bad`` (int64: first bad probability index, first bad target index; set to
     ``n`` before the launch). Launch with ``threads`` threads per block.
@@ -149,8 +150,8 @@ def _kernel(
         pos_weight,
         grad_output,
         pos_weight_value,
+        weight_value,
         label_smoothing,
-        loss_scale,
         grad_scale,
         loss_out,
         grad_out,
@@ -165,22 +166,22 @@ def _kernel(
             # The flags are compile-time constants: the other branches are compiled out.
             xi = real(x[i])
             yi = real(y[i])
+            w = real(weight[i]) if weight_array else weight_value
             if logits:
                 q = real(pos_weight[i]) if pos_weight_array else pos_weight_value
-                loss, grad = logits_loss_grad(xi, smooth_target(yi, label_smoothing), q)
+                loss, grad = logits_loss_grad(
+                    xi, smooth_target(yi, label_smoothing), q, w
+                )
             else:
-                loss, grad = probs_loss_grad(xi, yi)
+                loss, grad = probs_loss_grad(xi, yi, w)
                 if not is_unit_interval(xi):
                     bad_input = min(bad_input, i)
             if not is_unit_interval(yi):
                 bad_target = min(bad_target, i)
-            if weight_array:
-                loss *= real(weight[i])
-                grad *= real(weight[i])
             if reduce_loss:
                 total += loss
             if store_loss:
-                loss_out[i] = loss * loss_scale
+                loss_out[i] = loss
             if store_grad:
                 if grad_output_array:
                     grad *= real(grad_output[i])
@@ -384,7 +385,7 @@ def compute(
     y = _flat(y_array, shape, n, stream)
     store_loss = want_loss and reduction == "none"
     reduce_loss = want_loss and not store_loss
-    grad_scale = weight_scalar * grad_output_scalar
+    grad_scale = grad_output_scalar
     if reduction == "mean" and n:
         grad_scale /= n
     loss_out = _empty(input, x, shape, stream) if store_loss else None
@@ -420,8 +421,8 @@ def compute(
             dummy if pos_weight is None else pos_weight,
             dummy if grad_output is None else grad_output,
             real(pos_weight_value),
-            real(label_smoothing),
             real(weight_scalar),
+            real(label_smoothing),
             real(grad_scale),
             loss_out.reshape(n) if store_loss else dummy,
             grad_out.reshape(n) if want_grad else dummy,
@@ -437,7 +438,6 @@ def compute(
 
     loss = loss_out
     if reduce_loss:
-        total *= weight_scalar
         loss = x_array.dtype.type(
             total if reduction == "sum" else (total / n if n else math.nan)
         )

@@ -144,6 +144,8 @@ def _operand(name: str, value, x: da.Array):
     """None or a scalar as is (each block takes it whole); an array as a Dask array, checked
     and chunked like ``x`` by :func:`_like`."""
     if value is None or (not isinstance(value, da.Array) and np.ndim(value) == 0):
+        if value is not None:
+            _validate.check_real_dtype(np.asarray(value).dtype, name)
         return value
     a = _known(name, da.asarray(value))
     _validate.check_real_dtype(a.dtype, name)

@@ -295,3 +295,34 @@ def test_fused_kernel_loop_is_vectorized(logits, dtype, vector):
         np.empty((2, 1)),
     )
     assert vector in kernel.inspect_llvm(kernel.signatures[0])
+
+
+@pytest.mark.parametrize("weight", [0.0, np.array([0.0, 0.0, 1.0])])
+def test_zero_weight_zeroes_even_an_infinite_term(weight):
+    x = np.array([np.inf, -np.inf, 1.0])
+    y = np.array([0.0, 1.0, 1.0])
+    loss = numbce.binary_cross_entropy_with_logits(
+        x, y, weight=weight, reduction="none"
+    )
+    expected = [0.0, 0.0, 0.0 if np.ndim(weight) == 0 else np.log1p(np.exp(-1.0))]
+    np.testing.assert_allclose(loss, expected, rtol=eps(np.float64))
+    assert (
+        numbce.binary_cross_entropy_with_logits(x, y, weight=weight, reduction="sum")
+        >= 0
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_byte_swapped_input_and_target(rng, dtype):
+    x = rng.normal(size=(3, 5)).astype(dtype)
+    y = rng.uniform(size=(3, 5)).astype(dtype)
+    swapped = np.dtype(dtype).newbyteorder()
+    loss, grad = numbce.binary_cross_entropy_with_logits_value_and_grad(
+        x.astype(swapped), y.astype(swapped), reduction="none"
+    )
+    expected = numbce.binary_cross_entropy_with_logits_value_and_grad(
+        x, y, reduction="none"
+    )
+    assert loss.dtype.isnative and grad.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(loss, expected[0])
+    np.testing.assert_array_equal(grad, expected[1])

@@ -167,3 +167,10 @@ def test_loss_objects_check_options_at_construction():
         numbce.BCELoss(reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         numbce.BCEWithLogitsLoss(label_smoothing=2.0)
+
+
+def test_wide_target_is_checked_before_it_is_rounded_to_the_input_dtype():
+    y = np.array([0.0, 1.0 + 1e-12, 1.0])  # rounds to 1.0 in float32
+    message = f"target must be in [0, 1], got {1.0 + 1e-12!r} at flat index 1"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        numbce.binary_cross_entropy_with_logits(np.zeros(3, dtype=np.float32), y)
