@@ -15,6 +15,18 @@ REDUCTIONS = ("none", "mean", "sum")
 _REAL_KINDS = "fiub"
 
 
+def is_cuda_array(a) -> bool:
+    """A GPU array: Numba's (or the CUDA simulator's), a CUDA tensor, or any object with the
+    CUDA array interface. (A PyTorch tensor that requires grad raises RuntimeError, not
+    AttributeError, from ``__cuda_array_interface__``: ``is_cuda`` answers first.)"""
+    if getattr(a, "__cuda_ndarray__", False):
+        return True
+    is_cuda = getattr(a, "is_cuda", None)
+    if isinstance(is_cuda, bool):
+        return is_cuda
+    return hasattr(a, "__cuda_array_interface__")
+
+
 def check_reduction(reduction: str, size_average=None, reduce=None) -> str:
     """Return the reduction name; map PyTorch's legacy ``size_average``/``reduce`` pair."""
     if size_average is not None or reduce is not None:

@@ -207,18 +207,6 @@ def _kernel(
     return cuda.jit(kernel)
 
 
-def _is_device(a) -> bool:
-    """A GPU array: Numba's (or the simulator's), a CUDA tensor, or any CUDA array
-    interface. (A PyTorch tensor that requires grad raises RuntimeError, not
-    AttributeError, from ``__cuda_array_interface__``: ``is_cuda`` answers first.)"""
-    if getattr(a, "__cuda_ndarray__", False):
-        return True
-    is_cuda = getattr(a, "is_cuda", None)
-    if isinstance(is_cuda, bool):
-        return is_cuda
-    return hasattr(a, "__cuda_array_interface__")
-
-
 def _is_torch(a) -> bool:
     return type(a).__module__.partition(".")[0] == "torch"
 
@@ -276,7 +264,7 @@ def _operand(name: str, value, shape: tuple, dtype: np.dtype, stream):
     if value is None:
         return None, 1.0
     n = math.prod(shape)
-    if not _is_device(value):
+    if not _validate.is_cuda_array(value):
         value = _validate._scalar_or_flat(name, value, shape, dtype)
         if isinstance(value, float):
             return None, value
@@ -357,7 +345,7 @@ def compute(
     probability or target outside [0, 1] naming the first offending index and value.
     """
     _require_cuda()
-    if not _is_device(target):
+    if not _validate.is_cuda_array(target):
         raise TypeError(
             "target must be a CUDA array when input is one, got "
             f"{type(target).__module__}.{type(target).__name__}; copy it to the device "

@@ -45,13 +45,7 @@ def array_kind(a) -> str:
     module = type(a).__module__
     if module.startswith("dask."):
         return "dask"
-    # A PyTorch CUDA tensor that requires grad raises RuntimeError (not AttributeError) from
-    # __cuda_array_interface__: ask is_cuda first.
-    if getattr(a, "is_cuda", False) is True or type(a).__name__ == "FakeCUDAArray":
-        return "cuda"
-    if hasattr(a, "__cuda_array_interface__"):
-        return "cuda"
-    return "numpy"
+    return "cuda" if _validate.is_cuda_array(a) else "numpy"
 
 
 def _compute(
