@@ -33,6 +33,17 @@ def _loss(model, X, y):
     return float(model.loss_and_grads(X, y)[0])
 
 
+def _central_difference(model, X, y, param, index, h):
+    """(loss(param[index] + h) - loss(param[index] - h)) / 2h, param restored after."""
+    saved = param[index]
+    param[index] = saved + h
+    up = _loss(model, X, y)
+    param[index] = saved - h
+    down = _loss(model, X, y)
+    param[index] = saved
+    return (up - down) / (2 * h)
+
+
 @pytest.mark.parametrize(("sizes", "activation", "head"), NETWORKS)
 def test_gradients_match_central_differences(rng, sizes, activation, head):
     model = MLP(sizes, activation, head=head, seed=1, dtype=np.float64)
@@ -42,13 +53,7 @@ def test_gradients_match_central_differences(rng, sizes, activation, head):
     for param, grad in zip(model.parameters(), grads):
         numeric = np.empty_like(param)
         for index in np.ndindex(param.shape):
-            saved = param[index]
-            param[index] = saved + h
-            up = _loss(model, X, y)
-            param[index] = saved - h
-            down = _loss(model, X, y)
-            param[index] = saved
-            numeric[index] = (up - down) / (2 * h)
+            numeric[index] = _central_difference(model, X, y, param, index, h)
         # central differences: O(h^2) truncation plus eps/h rounding, about 1e-9 here
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
 
@@ -66,14 +71,8 @@ def test_gradients_through_flatten_match_central_differences(rng):
     _, grads = model.loss_and_grads(X, y)
     weight, h = model.parameters()[0], 1e-6
     for index in [(0, 0), (2, 7), (4, 11)]:
-        saved = weight[index]
-        weight[index] = saved + h
-        up = _loss(model, X, y)
-        weight[index] = saved - h
-        down = _loss(model, X, y)
-        weight[index] = saved
         assert grads[0][index] == pytest.approx(
-            (up - down) / (2 * h), rel=1e-6, abs=1e-9
+            _central_difference(model, X, y, weight, index, h), rel=1e-6, abs=1e-9
         )
 
 
