@@ -76,7 +76,7 @@ def make(real: type, exp: Callable, log: Callable, log1p: Callable) -> SimpleNam
         log_p = max(log(p), log_clamp)
         log_not_p = max(log1p(-p), log_clamp)
         loss = -w * (y * log_p + (one - y) * log_not_p)
-        grad = w * (p - y) / max(p * (one - p), floor)
+        grad = w * ((p - y) / max(p * (one - p), floor))  # weight last: no underflow
         return loss, grad
 
     return SimpleNamespace(
