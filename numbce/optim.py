@@ -146,6 +146,19 @@ def _check_range(name: str, value: float, low: float, high: float = math.inf) ->
     return value
 
 
+def _check_gradient(name: str, grad, shape: tuple) -> None:
+    """A gradient must be an array of the parameter's ``shape`` holding real numbers
+    (float32, float64 or integers: what the update kernels compute with)."""
+    if not isinstance(grad, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(grad).__name__}")
+    if grad.dtype.kind not in "biu" and grad.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{name} must hold float32, float64 or integer values, got {grad.dtype}"
+        )
+    if grad.shape != shape:
+        raise ValueError(f"{name} has shape {grad.shape}, its parameter {shape}")
+
+
 def views_like(flat: np.ndarray, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Consecutive views of the 1-d ``flat``, shaped like ``arrays`` (which it must fit)."""
     views, start = [], 0
@@ -233,16 +246,14 @@ class Optimizer(ABC):
 
     def step(self, grads: Sequence[np.ndarray]) -> None:
         """Update every parameter in place from its gradient ``grads[i]``: one kernel
-        call, one pass, per parameter (nothing is updated if a gradient is misshapen)."""
+        call, one pass, per parameter. Nothing is updated and no step is counted if a
+        gradient is misshapen or not a real array."""
         if len(grads) != len(self.params):
             raise ValueError(
                 f"step got {len(grads)} gradients for {len(self.params)} parameters"
             )
-        for param, grad in zip(self.params, grads):
-            if grad.shape != param.shape:
-                raise ValueError(
-                    f"a gradient has shape {grad.shape}, its parameter {param.shape}"
-                )
+        for index, (param, grad) in enumerate(zip(self.params, grads)):
+            _check_gradient(f"gradient {index}", grad, param.shape)
         self.step_count += 1
         scalars = self._kernel_scalars()
         for param, grad, state in zip(self.params, grads, self._states):
@@ -253,11 +264,7 @@ class Optimizer(ABC):
         gradients laid out like ``flat_params`` (1-d, same size)."""
         if self.flat_params is None:
             raise ValueError("step_flat needs parameters that are views of one buffer")
-        if flat_grad.shape != self.flat_params.shape:
-            raise ValueError(
-                f"flat_grad has shape {flat_grad.shape}, flat_params "
-                f"{self.flat_params.shape}"
-            )
+        _check_gradient("flat_grad", flat_grad, self.flat_params.shape)
         self.step_count += 1
         self._kernel(
             self.flat_params, flat_grad, *self._flat_state, *self._kernel_scalars()

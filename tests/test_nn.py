@@ -1,8 +1,11 @@
 """numbce.nn: hand-derived gradients (finite differences, PyTorch autograd), training
 (determinism, the two tutorials, early stopping, validation), persistence, bad input."""
 
+import io
+import json
 import math
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -460,3 +463,68 @@ def test_fit_with_an_optimizer_over_separate_arrays(rng):
     list_model.fit(X, y, epochs=2, optimizer=list_optimizer, seed=0)
     for a, b in zip(flat_model.parameters(), list_model.parameters()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverged_last_update_raises_and_restores_the_epoch_start(rng):
+    X, y = _data(rng, 10, 3)
+    model = MLP([3, 4, 1], seed=0)
+    before = [p.copy() for p in model.parameters()]
+    # one batch: the loss is finite, the single Adam update overflows float32
+    with pytest.raises(FloatingPointError, match="epoch 1/1: the update of the last"):
+        model.fit(X, y, batch_size=10, optimizer=Adam(model.parameters(), lr=1e38))
+    for param, saved in zip(model.parameters(), before):
+        np.testing.assert_array_equal(param, saved)
+
+
+def test_batch_size_above_the_sample_count_is_clamped(rng):
+    X, y = _data(rng, 10, 3)
+    clamped, full = MLP([3, 4, 1], seed=0), MLP([3, 4, 1], seed=0)
+    history = clamped.fit(X, y, batch_size=10**9, epochs=2, seed=0)
+    full.fit(X, y, batch_size=10, epochs=2, seed=0)
+    assert history.params["batch_size"] == 10 and history.params["steps"] == 1
+    for a, b in zip(clamped.parameters(), full.parameters()):
+        np.testing.assert_array_equal(a, b)
+
+
+def _forged_file(path, layer_sizes, shape, values=()):
+    """An .npz like :meth:`MLP.save` writes, with the given configuration and a stored
+    parameter array whose header announces ``shape`` (float64) followed by ``values``."""
+    config = MLP([1, 1]).get_config() | {"layer_sizes": layer_sizes}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    config_file = io.BytesIO()
+    np.save(config_file, np.array(json.dumps({"class": "MLP", "config": config})))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.npy", config_file.getvalue())
+        archive.writestr(
+            "parameters.npy", header.getvalue() + np.asarray(values, "<f8").tobytes()
+        )
+    return path
+
+
+def test_load_checks_the_parameter_count_before_allocating(tmp_path):
+    path = tmp_path / "model.npz"
+    MLP([3, 5, 1], dtype=np.float64, seed=0).save(path)
+    assert MLP.load(path).parameter_count(MLP.load(path).get_config()) == 26
+    # a kilobyte whose header asks for (2**20 + 1)**2 float64 values: 8 TiB
+    huge = _forged_file(tmp_path / "huge.npz", [2**20, 2**20, 1], ((2**20 + 1) ** 2,))
+    assert huge.stat().st_size < 2000
+    with pytest.raises(ValueError, match="too small to hold the 1099513724929"):
+        MLP.load(huge)
+    # the configuration and the stored array disagree
+    mismatch = _forged_file(tmp_path / "m.npz", [3, 5, 1], (25,), np.zeros(25))
+    with pytest.raises(
+        ValueError, match=r"shape \(25,\), its configuration needs \(26,\)"
+    ):
+        MLP.load(mismatch)
+    bad_sizes = _forged_file(tmp_path / "b.npz", [3, -5, 1], (26,), np.zeros(26))
+    with pytest.raises(ValueError, match="positive integer sizes"):
+        MLP.load(bad_sizes)
+    np.testing.assert_array_equal(
+        MLP.load(
+            _forged_file(tmp_path / "ok.npz", [3, 5, 1], (26,), np.ones(26))
+        ).parameters()[0],
+        1.0,
+    )

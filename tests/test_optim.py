@@ -226,3 +226,22 @@ def test_flat_steps_need_parameters_that_tile_one_buffer():
         separate.step_flat(np.zeros(5))
     with pytest.raises(ValueError, match=r"shape \(9,\)"):
         Adam([flat[:4], flat[4:]]).step_flat(np.zeros(9))
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.float16, object])
+def test_a_gradient_that_is_not_real_is_refused_before_the_step_is_counted(dtype):
+    flat = np.ones(5)
+    params = views_like(flat, [np.zeros(3), np.zeros(2)])
+    optimizer = Adam(params, lr=0.1)
+    with pytest.raises(
+        TypeError, match=f"gradient 1 must hold .* got {np.dtype(dtype)}"
+    ):
+        optimizer.step([np.ones(3), np.ones(2, dtype)])
+    with pytest.raises(TypeError, match="flat_grad must hold"):
+        optimizer.step_flat(np.ones(5, dtype))
+    with pytest.raises(TypeError, match="must be a NumPy array"):
+        optimizer.step([[1.0, 1.0, 1.0], np.ones(2)])
+    assert optimizer.step_count == 0
+    np.testing.assert_array_equal(flat, 1.0)
+    optimizer.step([np.ones(3), np.ones(2, np.int64)])  # integers are real numbers
+    assert optimizer.step_count == 1

@@ -129,6 +129,12 @@ class Layer(ABC):
         """The keyword arguments that rebuild this layer (its weights apart)."""
         return {}
 
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        """How many parameters the layer built from ``config`` holds, computed without
+        building it (none here)."""
+        return 0
+
     def bind(self, parameters: list[np.ndarray], gradients: list[np.ndarray]) -> None:
         """Adopt ``parameters`` and ``gradients`` (same shapes and order as this layer's,
         the parameters holding the same values) as the layer's own arrays; a network binds
@@ -229,6 +235,14 @@ class Linear(Layer):
             "init": self.init,
             "dtype": self.weight.dtype.name,
         }
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        """``out_features * (in_features + 1)``: the weight and the bias."""
+        sizes = config["in_features"], config["out_features"]
+        if not all(isinstance(size, int) and size >= 1 for size in sizes):
+            raise ValueError(f"Linear needs positive integer sizes, got {sizes}")
+        return sizes[1] * (sizes[0] + 1)
 
     def allocate(self, rows, input_shape, dtype, input_grad):
         if tuple(input_shape) != (self.in_features,):

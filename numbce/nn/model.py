@@ -114,6 +114,21 @@ class _EarlyStopping:
             np.copyto(flat_params, self.best_params)
 
 
+def _stored_array_header(npz: np.lib.npyio.NpzFile, name: str):
+    """(shape, dtype) of the array ``name`` in an open .npz file, read from its .npy
+    header without reading (or allocating) the array."""
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    with npz.zip.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        if version not in readers:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = readers[version](member)
+    return shape, dtype
+
+
 class Sequential:
     """A stack of layers applied in order (``torch.nn.Sequential``, ``keras.Sequential``),
     trained on binary cross-entropy.
@@ -323,8 +338,10 @@ class Sequential:
         ``restore_best_weights``, ends on the best epoch's parameters. ``verbose``: a tqdm
         progress bar over the epochs.
 
-        Bad input raises ValueError before any training. A non-finite loss raises
-        FloatingPointError naming the epoch, with the parameters of the epoch's start.
+        ``batch_size`` above the sample count is clamped to it (as scikit-learn does).
+        Bad input raises ValueError before any training. A non-finite loss, or non-finite
+        parameters after an epoch's last update, raise FloatingPointError naming the
+        epoch, with the parameters of the epoch's start restored.
         """
         X, y = self._checked(X, y)
         epochs = _check_count("epochs", epochs, 0)
@@ -349,9 +366,9 @@ class Sequential:
                 float(min_delta),
                 restore_best_weights,
             )
-        self._allocate(max(batch_size, EVAL_ROWS), X.shape[1:])
-
         n = X.shape[0]
+        batch_size = min(batch_size, n)
+        self._allocate(max(batch_size, EVAL_ROWS), X.shape[1:])
         history = History(
             params={
                 "epochs": epochs,
@@ -379,6 +396,10 @@ class Sequential:
                 loss, accuracy = self._train_epoch(
                     X, y, order, batch_size, update, gradients, batch_X, batch_y
                 )
+                if not np.isfinite(self._flat_parameters).all():
+                    raise FloatingPointError(
+                        "the update of the last batch left non-finite parameters"
+                    )
             except FloatingPointError as error:
                 np.copyto(self._flat_parameters, epoch_start_params)
                 raise FloatingPointError(
@@ -517,9 +538,22 @@ class Sequential:
             np.savez(file, config=np.array(header), parameters=self._flat_parameters)
 
     @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        """How many parameters the network of ``config`` holds, computed without
+        building it."""
+        return sum(
+            LAYERS[entry["class"]].parameter_count(entry["config"])
+            for entry in config["layers"]
+        )
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> Sequential:
         """The network :meth:`save` wrote to ``path`` (its class must be ``cls`` or a
-        subclass); it predicts exactly as the saved one."""
+        subclass); it predicts exactly as the saved one.
+
+        Before anything is allocated, the parameter count the configuration implies must
+        equal the stored array's length (read from its header), and the file must be
+        large enough to hold that array: a damaged or forged file raises ValueError."""
         with np.load(path, allow_pickle=False) as data:
             saved = json.loads(str(data["config"]))
             model_class = MODELS.get(saved["class"])
@@ -527,14 +561,25 @@ class Sequential:
                 raise ValueError(
                     f"{path} holds a {saved['class']}, not a {cls.__name__}"
                 )
-            model = model_class.from_config(saved["config"])
-            stored = data["parameters"]
-            if stored.shape != model._flat_parameters.shape:
+            try:
+                count = model_class.parameter_count(saved["config"])
+            except (KeyError, TypeError) as error:
                 raise ValueError(
-                    f"{path} holds {stored.size} parameters, its configuration "
-                    f"{model._flat_parameters.size}"
+                    f"{path} holds a malformed configuration ({error!r})"
+                ) from None
+            shape, dtype = _stored_array_header(data, "parameters")
+            if shape != (count,):
+                raise ValueError(
+                    f"{path} stores parameters of shape {shape}, its configuration "
+                    f"needs ({count},)"
                 )
-            np.copyto(model._flat_parameters, stored)
+            if count * dtype.itemsize > os.path.getsize(path):
+                raise ValueError(
+                    f"{path} is too small to hold the {count} {dtype} parameters its "
+                    "header announces"
+                )
+            model = model_class.from_config(saved["config"])
+            np.copyto(model._flat_parameters, data["parameters"])
         return model
 
     def __getstate__(self) -> dict:
@@ -617,6 +662,13 @@ class MLP(Sequential):
     @classmethod
     def from_config(cls, config: dict) -> MLP:
         return cls(**config)
+
+    @classmethod
+    def parameter_count(cls, config: dict) -> int:
+        return sum(
+            Linear.parameter_count({"in_features": a, "out_features": b})
+            for a, b in itertools.pairwise(config["layer_sizes"])
+        )
 
 
 MODELS = {"Sequential": Sequential, "MLP": MLP}
