@@ -19,13 +19,24 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "views_like"]
+__all__ = [
+    "SGD",
+    "Adam",
+    "AdamW",
+    "CosineAnnealingLR",
+    "LearningRate",
+    "Optimizer",
+    "StepLR",
+    "views_like",
+]
 
 
 @functools.cache
@@ -146,6 +157,22 @@ def _check_range(name: str, value: float, low: float, high: float = math.inf) ->
     return value
 
 
+def _check_parameter(name: str, param) -> None:
+    """A parameter must be a writable, C-contiguous float32 or float64 ndarray (the
+    kernels update it in place, in its own precision); each failure named as such."""
+    if not isinstance(param, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(param).__name__}")
+    if param.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {param.dtype}")
+    if not param.flags.c_contiguous:
+        raise ValueError(
+            f"{name} must be C-contiguous (the optimizer updates it in place), got a "
+            f"view with strides {param.strides}: pass the array it views"
+        )
+    if not param.flags.writeable:
+        raise ValueError(f"{name} must be writable (it is updated in place)")
+
+
 def _check_gradient(name: str, grad, shape: tuple) -> None:
     """A gradient must be an array of the parameter's ``shape`` holding real numbers
     (float32, float64 or integers: what the update kernels compute with)."""
@@ -186,12 +213,48 @@ def _tiled_buffer(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
     return base if address == base.ctypes.data + base.nbytes else None
 
 
+LearningRate = float | Callable[[int], float]
+"""A learning rate: a number, or a schedule ``lr(t)`` giving the rate of the step that
+follows ``t`` steps (``t = 0`` for the first), e.g. :class:`StepLR`, :class:`CosineAnnealingLR`
+or any function of ``t``."""
+
+
+@dataclass(frozen=True)
+class StepLR:
+    """``lr * gamma ** (t // step_size)`` after ``t`` steps: ``torch.optim.lr_scheduler.StepLR``
+    stepped once per optimizer step (``step_size`` counts optimizer steps)."""
+
+    lr: float
+    step_size: int
+    gamma: float = 0.1
+
+    def __call__(self, t: int) -> float:
+        return self.lr * self.gamma ** (t // self.step_size)
+
+
+@dataclass(frozen=True)
+class CosineAnnealingLR:
+    """``eta_min + (lr - eta_min) (1 + cos(pi t / T_max)) / 2`` after ``t`` steps: the
+    closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped once per
+    optimizer step (``T_max`` counts optimizer steps)."""
+
+    lr: float
+    T_max: int
+    eta_min: float = 0.0
+
+    def __call__(self, t: int) -> float:
+        cosine = (1 + math.cos(math.pi * t / self.T_max)) / 2
+        return self.eta_min + (self.lr - self.eta_min) * cosine
+
+
 class Optimizer(ABC):
     """Holds the parameters (the live arrays, updated in place), their state and the step
     count; a subclass names its update rule (a Numba kernel), makes its state arrays with
     ``_zeros`` and gives the kernel's scalar arguments for each step.
 
     ``params``: C-contiguous, writable float32 or float64 arrays, e.g. ``model.parameters()``.
+    ``lr``: a number or a schedule (see :data:`LearningRate`), called before each step.
+    ``state_dict()`` / ``load_state_dict()`` save and restore the step count and state.
     ``step(grads)`` takes one gradient per parameter, of the same shape (any dtype), and
     makes one kernel call per parameter. When the parameters are consecutive views of one
     1-d buffer, ``flat_params`` (a :class:`~numbce.nn.Sequential`'s are), the state is laid
@@ -202,27 +265,18 @@ class Optimizer(ABC):
     """The update rule, ``(param, grad, *state, *scalars)``, in place."""
     _options: tuple[str, ...] = ("lr",)
     """Attributes shown by ``repr``."""
+    _state_names: tuple[str, ...]
+    """Attributes holding the state arrays (lists like ``params``), for ``state_dict``."""
 
-    def __init__(self, params: Iterable[np.ndarray], lr: float) -> None:
+    def __init__(self, params: Iterable[np.ndarray], lr: LearningRate) -> None:
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         for index, param in enumerate(self.params):
-            if (
-                not isinstance(param, np.ndarray)
-                or param.dtype not in (np.float32, np.float64)
-                or not param.flags.c_contiguous
-                or not param.flags.writeable
-            ):
-                described = type(param).__name__ + (
-                    f" of dtype {param.dtype}" if isinstance(param, np.ndarray) else ""
-                )
-                raise TypeError(
-                    f"parameter {index} must be a writable, C-contiguous float32 or "
-                    f"float64 ndarray, got {described}"
-                )
-        self.lr = _check_range("lr", lr, 0.0)
+            _check_parameter(f"parameter {index}", param)
+        self.lr = lr if callable(lr) else _check_range("lr", lr, 0.0)
         self.step_count = 0
+        self._step_lr = self.lr if not callable(lr) else math.nan
         self.flat_params = _tiled_buffer(self.params)
         self._states: list[tuple[np.ndarray, ...]] = []
         self._flat_state: tuple[np.ndarray, ...] = ()
@@ -242,7 +296,57 @@ class Optimizer(ABC):
 
     @abstractmethod
     def _kernel_scalars(self) -> tuple:
-        """The kernel's scalar arguments for the current step (after the arrays)."""
+        """The kernel's scalar arguments for the current step (after the arrays); the
+        learning rate is ``self._step_lr``."""
+
+    def _count_step(self) -> None:
+        """Take the learning rate of the coming step (from the schedule, called with the
+        number of steps taken so far), then count the step."""
+        if callable(self.lr):
+            self._step_lr = _check_range(
+                f"the learning rate at step {self.step_count}",
+                self.lr(self.step_count),
+                0.0,
+            )
+        self.step_count += 1
+
+    def state_dict(self) -> dict:
+        """What resumes training (``torch.optim.Optimizer.state_dict``): the step count
+        and copies of the state arrays by name, one list per name in the order of
+        ``params``. The hyperparameters are the constructor's, not part of the state."""
+        return {
+            "step_count": self.step_count,
+            "state": {
+                name: [array.copy() for array in getattr(self, name)]
+                for name in self._state_names
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continue from ``state_dict`` (made by :meth:`state_dict` of an optimizer of
+        the same class over parameters of the same shapes): its step count and state
+        are copied in; a mismatch raises ValueError and changes nothing."""
+        state = state_dict["state"]
+        if set(state) != set(self._state_names):
+            raise ValueError(
+                f"the state holds {sorted(state)}, {type(self).__name__} needs "
+                f"{sorted(self._state_names)}"
+            )
+        for name in self._state_names:
+            ours, theirs = getattr(self, name), state[name]
+            shapes = [np.shape(array) for array in theirs]
+            if shapes != [array.shape for array in ours]:
+                raise ValueError(
+                    f"{name} has shapes {shapes}, the parameters "
+                    f"{[array.shape for array in ours]}"
+                )
+        step_count = operator.index(state_dict["step_count"])
+        if step_count < 0:
+            raise ValueError(f"step_count must be >= 0, got {step_count}")
+        for name in self._state_names:
+            for ours, theirs in zip(getattr(self, name), state[name]):
+                np.copyto(ours, theirs)
+        self.step_count = step_count
 
     def step(self, grads: Sequence[np.ndarray]) -> None:
         """Update every parameter in place from its gradient ``grads[i]``: one kernel
@@ -254,7 +358,7 @@ class Optimizer(ABC):
             )
         for index, (param, grad) in enumerate(zip(self.params, grads)):
             _check_gradient(f"gradient {index}", grad, param.shape)
-        self.step_count += 1
+        self._count_step()
         scalars = self._kernel_scalars()
         for param, grad, state in zip(self.params, grads, self._states):
             self._kernel(param, grad, *state, *scalars)
@@ -265,7 +369,7 @@ class Optimizer(ABC):
         if self.flat_params is None:
             raise ValueError("step_flat needs parameters that are views of one buffer")
         _check_gradient("flat_grad", flat_grad, self.flat_params.shape)
-        self.step_count += 1
+        self._count_step()
         self._kernel(
             self.flat_params, flat_grad, *self._flat_state, *self._kernel_scalars()
         )
@@ -291,7 +395,7 @@ class Adam(Optimizer):
     def __init__(
         self,
         params: Iterable[np.ndarray],
-        lr: float = 1e-3,
+        lr: LearningRate = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
@@ -310,12 +414,15 @@ class Adam(Optimizer):
         self.exp_avg_sq = self._zeros()
         # Without amsgrad the kernel never touches its max_exp_avg_sq argument.
         self.max_exp_avg_sq = self._zeros() if self.amsgrad else self.exp_avg_sq
+        self._state_names = ("exp_avg", "exp_avg_sq") + (
+            ("max_exp_avg_sq",) if self.amsgrad else ()
+        )
         self._set_state(self.exp_avg, self.exp_avg_sq, self.max_exp_avg_sq)
 
     def _kernel_scalars(self):
         return (
             self.step_count,
-            self.lr,
+            self._step_lr,
             self.betas[0],
             self.betas[1],
             self.eps,
@@ -334,7 +441,7 @@ class AdamW(Adam):
     def __init__(
         self,
         params: Iterable[np.ndarray],
-        lr: float = 1e-3,
+        lr: LearningRate = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
@@ -354,11 +461,12 @@ class SGD(Optimizer):
 
     _kernel = staticmethod(_sgd_update)
     _options = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    _state_names = ("momentum_buffer",)
 
     def __init__(
         self,
         params: Iterable[np.ndarray],
-        lr: float = 1e-3,
+        lr: LearningRate = 1e-3,
         momentum: float = 0.0,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
@@ -377,7 +485,7 @@ class SGD(Optimizer):
     def _kernel_scalars(self):
         return (
             self.step_count == 1,
-            self.lr,
+            self._step_lr,
             self.momentum,
             self.dampening,
             self.weight_decay,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import eps, torch_or_skip
 
-from numbce.optim import SGD, Adam, AdamW, views_like
+from numbce.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR, views_like
 
 SHAPES = [(5, 3), (5,), (1, 4)]
 STEPS = 10
@@ -177,17 +177,24 @@ def test_bad_hyperparameters(make, message):
         make([np.zeros(3)])
 
 
+def _read_only():
+    array = np.zeros(3)
+    array.flags.writeable = False
+    return array
+
+
 @pytest.mark.parametrize(
-    "param",
+    ("param", "error", "message"),
     [
-        np.zeros(3, np.int64),
-        np.zeros((4, 4))[:, 0],
-        [0.0, 1.0],
-        np.zeros(3, np.float16),
+        (np.zeros(3, np.int64), TypeError, "float32 or float64, got int64"),
+        (np.zeros(3, np.float16), TypeError, "float32 or float64, got float16"),
+        ([0.0, 1.0], TypeError, "a NumPy array, got list"),
+        (np.zeros((4, 4))[:, 0], ValueError, r"C-contiguous .* strides \(32,\)"),
+        (_read_only(), ValueError, "writable"),
     ],
 )
-def test_parameters_must_be_writable_contiguous_float_arrays(param):
-    with pytest.raises(TypeError, match="parameter 0"):
+def test_parameters_must_be_writable_contiguous_float_arrays(param, error, message):
+    with pytest.raises(error, match=f"parameter 0 must be {message}"):
         Adam([param])
 
 
@@ -244,4 +251,97 @@ def test_a_gradient_that_is_not_real_is_refused_before_the_step_is_counted(dtype
     assert optimizer.step_count == 0
     np.testing.assert_array_equal(flat, 1.0)
     optimizer.step([np.ones(3), np.ones(2, np.int64)])  # integers are real numbers
+    assert optimizer.step_count == 1
+
+
+@pytest.mark.parametrize(("optimizer_class", "options"), CASES)
+@pytest.mark.parametrize("flat", [False, True])
+def test_state_dict_resumes_training_bit_for_bit(optimizer_class, options, flat):
+    params, grads = _problem(np.float64, seed=3)
+    expected = _run_numbce(optimizer_class, options, params, grads)
+
+    def optimizer_over(arrays):
+        if not flat:
+            return optimizer_class(arrays, **options), arrays
+        views = views_like(np.concatenate([p.ravel() for p in arrays]), arrays)
+        return optimizer_class(views, **options), views
+
+    first, first_params = optimizer_over([p.copy() for p in params])
+    for step_grads in grads[:4]:
+        first.step(step_grads)
+    saved = first.state_dict()
+    for step_grads in grads[4:6]:  # the saved state is a copy: later steps leave it
+        first.step(step_grads)
+    resumed, resumed_params = optimizer_over([p.copy() for p in first_params])
+    for ours, theirs in zip(
+        resumed_params, _run_numbce(optimizer_class, options, params, grads[:4])
+    ):
+        np.copyto(ours, theirs)
+    resumed.load_state_dict(saved)
+    assert resumed.step_count == 4
+    for step_grads in grads[4:]:
+        resumed.step(step_grads)
+    for ours, theirs in zip(resumed_params, expected):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_load_state_dict_refuses_another_layout():
+    optimizer = Adam([np.zeros((2, 3)), np.zeros(2)])
+    state = optimizer.state_dict()
+    assert sorted(state["state"]) == ["exp_avg", "exp_avg_sq"]
+    with pytest.raises(ValueError, match="exp_avg has shapes"):
+        Adam([np.zeros((3, 2)), np.zeros(2)]).load_state_dict(state)
+    with pytest.raises(ValueError, match="max_exp_avg_sq"):
+        Adam([np.zeros((2, 3)), np.zeros(2)], amsgrad=True).load_state_dict(state)
+    with pytest.raises(ValueError, match="momentum_buffer"):
+        SGD([np.zeros((2, 3)), np.zeros(2)]).load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "torch_scheduler"),
+    [
+        (
+            StepLR(0.1, step_size=3, gamma=0.5),
+            ("StepLR", {"step_size": 3, "gamma": 0.5}),
+        ),
+        (
+            CosineAnnealingLR(0.1, T_max=7, eta_min=0.01),
+            ("CosineAnnealingLR", {"T_max": 7, "eta_min": 0.01}),
+        ),
+    ],
+)
+def test_schedules_match_torch_schedulers_stepped_per_step(schedule, torch_scheduler):
+    torch = torch_or_skip()
+    params, grads = _problem(np.float64, seed=4)
+    ours = _run_numbce(SGD, {"lr": schedule, "momentum": 0.9}, params, grads)
+    torch_params = [torch.tensor(p, requires_grad=True) for p in params]
+    optimizer = torch.optim.SGD(torch_params, lr=0.1, momentum=0.9, foreach=False)
+    name, options = torch_scheduler
+    scheduler = getattr(torch.optim.lr_scheduler, name)(optimizer, **options)
+    for step_grads in grads:
+        for p, g in zip(torch_params, step_grads):
+            p.grad = torch.tensor(g)
+        optimizer.step()
+        scheduler.step()
+    _close(ours, [p.detach().numpy() for p in torch_params], 1e-12)
+
+
+def test_a_schedule_is_called_with_the_steps_taken():
+    seen = []
+    w = np.zeros(1)
+    optimizer = SGD([w], lr=lambda t: seen.append(t) or 1.0 / (t + 1))
+    for _ in range(3):
+        optimizer.step([np.ones(1)])
+    assert seen == [0, 1, 2]
+    assert w[0] == pytest.approx(-(1 + 1 / 2 + 1 / 3))
+    assert CosineAnnealingLR(1.0, T_max=4)(2) == pytest.approx(0.5)
+    assert StepLR(1.0, step_size=2)(5) == pytest.approx(0.01)
+
+
+def test_a_negative_scheduled_rate_is_refused_before_the_step():
+    w = np.zeros(2)
+    optimizer = Adam([w], lr=lambda t: 0.1 - t)
+    optimizer.step([np.ones(2)])
+    with pytest.raises(ValueError, match="learning rate at step 1"):
+        optimizer.step([np.ones(2)])
     assert optimizer.step_count == 1
