@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
+import os
+import sys
 
 import numpy as np
 
@@ -70,13 +74,17 @@ def train(
         f"{settings['epochs']} epochs, batch {settings['batch_size']}, "
         f"Adam lr {run.lr:g}, seed {seed}, {run.model.dtype}"
     )
+    print(
+        "the bar shows each epoch's mean over its batches (loss, accuracy) and the test "
+        "set as validation data (val_loss, val_accuracy); with the final weights:"
+    )
     print(f"train  loss {run.train_loss:.4f}  accuracy {run.train_accuracy:.4f}")
     print(f"test   loss {run.test_loss:.4f}  accuracy {run.test_accuracy:.4f}")
     print(
         f"training time {run.seconds:.3f} s (Numba kernels compiled or loaded "
         f"beforehand in {run.warmup_seconds:.2f} s)"
     )
-    plotting.training_curves(run.history, plot)
+    plotting.training_curves(run.history, plot, validation_label="test")
     print(f"wrote {plot}")
     if json_path is not None:
         with open(json_path, "w") as file:
@@ -96,8 +104,70 @@ def train(
         print(f"wrote {json_path}")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: an integer >= 0 (a NumPy seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _output_file(text: str) -> str:
+    """argparse type: a file name whose folder exists (checked before any training)."""
+    folder = os.path.dirname(text) or "."
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"no folder {folder!r} to write {text!r} into")
+    return text
+
+
+def _check_plot_format(parser: argparse.ArgumentParser, plot: str) -> None:
+    """The training-curves file must end in a format matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = os.path.splitext(plot)[1].lstrip(".").lower()
+    if suffix not in formats:
+        parser.error(
+            f"argument --plot: {plot!r} must end in one of matplotlib's formats: "
+            + ", ".join(f".{name}" for name in sorted(formats))
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="numbce", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="numbce",
+        description="Binary cross-entropy kernels in Numba. 'numbce demo' prints losses "
+        "and gradients beside PyTorch's; 'numbce train' reproduces a tutorial with "
+        "numbce.nn (needs the nn extra: pip install 'numbce[nn]').",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {numbce.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="print losses and gradients beside PyTorch's")
     trainer = commands.add_parser(
@@ -109,29 +179,43 @@ def main(argv: list[str] | None = None) -> None:
     trainer.add_argument(
         "tutorial", nargs="?", default="circles", choices=["circles", "fake-images"]
     )
-    trainer.add_argument("--epochs", type=int, help="epochs")
-    trainer.add_argument("--batch-size", type=int, help="samples per batch")
-    trainer.add_argument("--lr", type=float, help="Adam's learning rate")
+    trainer.add_argument("--epochs", type=_positive_int, help="epochs")
+    trainer.add_argument("--batch-size", type=_positive_int, help="samples per batch")
+    trainer.add_argument("--lr", type=_positive_float, help="Adam's learning rate")
     trainer.add_argument(
-        "--seed", type=int, default=0, help="weights and shuffling seed"
+        "--seed", type=_seed, default=0, help="weights and shuffling seed (>= 0)"
     )
     trainer.add_argument(
-        "--plot", default="training_curves.png", help="PNG of the training curves"
+        "--plot",
+        type=_output_file,
+        default="training_curves.png",
+        help="file of the training curves, in the format of its suffix "
+        "(.png, .pdf, .svg, ...)",
     )
-    trainer.add_argument("--json", dest="json_path", help="write the history as JSON")
+    trainer.add_argument(
+        "--json",
+        dest="json_path",
+        type=_output_file,
+        help="write the settings, final metrics and history as JSON",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
-    else:
-        train(
-            args.tutorial,
-            args.epochs,
-            args.batch_size,
-            args.lr,
-            args.seed,
-            args.plot,
-            args.json_path,
-        )
+        return
+    try:  # the nn extra, checked before anything runs
+        importlib.import_module("numbce.plotting")
+    except ModuleNotFoundError as error:
+        sys.exit(f"numbce train: {error}")
+    _check_plot_format(trainer, args.plot)
+    train(
+        args.tutorial,
+        args.epochs,
+        args.batch_size,
+        args.lr,
+        args.seed,
+        args.plot,
+        args.json_path,
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""numbce.datasets, numbce.plotting and the `numbce train` command."""
-
-import json
+"""numbce.datasets and numbce.plotting (the `numbce` command: test_cli.py)."""
 
 import matplotlib.image
 import numpy as np
 import pytest
 from sklearn.datasets import make_circles
 
-from numbce import cli, datasets, plotting
+from numbce import datasets, plotting
 from numbce.nn import History
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,29 +55,21 @@ def test_training_curves_writes_a_png(tmp_path, val):
     assert (loss_axes.get_title(), accuracy_axes.get_title()) == ("Loss", "Accuracy")
     assert accuracy_axes.get_xlabel() == "epoch" and loss_axes.get_ylabel()
     labels = [text.get_text() for text in loss_axes.get_legend().get_texts()]
-    assert labels == (["train", "validation"] if val else ["train"])
+    train = "train (mean over the epoch)"
+    assert labels == ([train, "validation"] if val else [train])
     np.testing.assert_allclose(loss_axes.lines[0].get_ydata(), [0.7, 0.6, 0.5, 0.4])
 
 
-def test_training_curves_takes_the_history_dict():
-    figure = plotting.training_curves(_history().history)
+def test_training_curves_takes_the_history_dict_and_a_validation_label():
+    figure = plotting.training_curves(_history().history, validation_label="test")
     assert len(figure.axes[1].lines) == 2
+    assert figure.axes[1].get_legend().get_texts()[1].get_text() == "test"
 
 
-def test_train_command(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cli.main(["train", "--epochs", "3", "--seed", "1", "--json", "history.json"])
-    printed = capsys.readouterr()
-    assert "3 epochs, batch 32, Adam lr 0.001, seed 1" in printed.out
-    assert "test   loss" in printed.out and "training time" in printed.out
-    assert "3/3" in printed.err  # the progress bar
-    assert (tmp_path / "training_curves.png").read_bytes()[:8] == PNG_SIGNATURE
-    saved = json.loads((tmp_path / "history.json").read_text())
-    assert saved["tutorial"] == "circles" and len(saved["history"]["val_loss"]) == 3
-    assert 0 <= saved["test"]["accuracy"] <= 1
-
-
-def test_train_command_rejects_unknown_tutorials(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["train", "mnist"])
-    assert "invalid choice" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("suffix", "signature"), [(".pdf", b"%PDF"), (".svg", b"<?xml")]
+)
+def test_training_curves_writes_the_format_of_the_suffix(tmp_path, suffix, signature):
+    path = tmp_path / f"curves{suffix}"
+    plotting.training_curves(_history(), path)
+    assert path.read_bytes().startswith(signature)

@@ -2,12 +2,26 @@
 numbce kernels: layers with hand-derived backward passes, networks with Keras-style
 training, and a scikit-learn classifier. Optimizers live in :mod:`numbce.optim`.
 
-Needs the ``nn`` extra (scikit-learn, matplotlib, tqdm).
+Needs the ``nn`` extra (scikit-learn, matplotlib, tqdm): ``pip install 'numbce[nn]'``.
 """
 
-from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh
-from numbce.nn.model import MLP, History, Sequential
-from numbce.nn.sklearn import MLPBinaryClassifier
+
+def needs_the_nn_extra(module: str, error: ModuleNotFoundError) -> ModuleNotFoundError:
+    """The error to raise when ``module`` cannot import a package of the ``nn`` extra."""
+    package = (error.name or "").partition(".")[0]
+    return ModuleNotFoundError(
+        f"{module} needs {package!r}, part of numbce's 'nn' extra: "
+        "pip install 'numbce[nn]'",
+        name=package,
+    )
+
+
+try:
+    from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh
+    from numbce.nn.model import MLP, History, Sequential
+    from numbce.nn.sklearn import MLPBinaryClassifier
+except ModuleNotFoundError as error:
+    raise needs_the_nn_extra("numbce.nn", error) from error
 
 __all__ = [
     "MLP",
