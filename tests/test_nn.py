@@ -12,7 +12,17 @@ import pytest
 from conftest import eps, torch_or_skip
 
 from numbce import datasets
-from numbce.nn import MLP, Flatten, Linear, ReLU, Sequential, Sigmoid, Tanh, tutorials
+from numbce.nn import (
+    MLP,
+    Flatten,
+    Layer,
+    Linear,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    tutorials,
+)
 from numbce.optim import SGD, Adam
 
 # (layer sizes, hidden activation, head): several depths, every activation, both heads.
@@ -341,9 +351,15 @@ BAD_FITS = {
         lambda X, y: (X * 1e300, y),
         "overflows float32",
     ),
-    "labels 0, 1, 2": (lambda X, y: (X, y + (X[:, 0] > 1)), "0 or 1"),
-    "labels -1, 1": (lambda X, y: (X, 2 * y - 1), "0 or 1"),
-    "nan labels": (lambda X, y: (X, np.where(X[:, 0] > 1, np.nan, y)), "0 or 1"),
+    "labels 0, 1, 2": (
+        lambda X, y: (X, y + (X[:, 0] > 1)),
+        r"targets must be in \[0, 1\]",
+    ),
+    "labels -1, 1": (lambda X, y: (X, 2 * y - 1), r"targets must be in \[0, 1\]"),
+    "nan labels": (
+        lambda X, y: (X, np.where(X[:, 0] > 1, np.nan, y)),
+        r"targets must be in \[0, 1\]",
+    ),
     "empty X": (lambda X, y: (X[:0], y[:0]), "empty"),
     "1-d X": (lambda X, y: (X[:, 0], y), "n_samples"),
 }
@@ -376,7 +392,12 @@ def test_bad_batch_size(rng, batch_size):
         {"validation_split": 1.5},
         {"validation_split": 0.2, "validation_data": (np.zeros((4, 3)), np.zeros(4))},
         {"early_stopping": True},
-        {"early_stopping": True, "monitor": "accuracy", "validation_split": 0.2},
+        {"early_stopping": True, "monitor": "val_auc", "validation_split": 0.2},
+        {"verbose": 3},
+        {"l2": -1.0},
+        {"sample_weight": -np.ones(30)},
+        {"sample_weight": np.ones(29)},
+        {"class_weight": {2: 1.0}},
         {"epochs": -1},
         {"optimizer": "other"},
     ],
@@ -423,9 +444,22 @@ def test_bad_networks(make, message):
         make()
 
 
-def test_network_must_output_one_value_per_sample():
-    with pytest.raises(ValueError, match="one value per sample"):
-        Sequential(Linear(3, 2)).predict(np.zeros((2, 3)))
+class _Square(Layer):
+    """(n, 4) -> (n, 2, 2): a layer whose output is not a vector per sample."""
+
+    def allocate(self, rows, input_shape, dtype, input_grad):
+        return (2, 2)
+
+    def forward(self, x):
+        return x.reshape(-1, 2, 2)
+
+    def backward(self, grad_output):
+        return grad_output.reshape(grad_output.shape[0], -1)
+
+
+def test_network_must_output_a_vector_per_sample():
+    with pytest.raises(ValueError, match="a vector of scores per sample"):
+        Sequential(Linear(3, 4), _Square()).predict(np.zeros((2, 3)))
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_weights(rng):

@@ -17,21 +17,36 @@ def needs_the_nn_extra(module: str, error: ModuleNotFoundError) -> ModuleNotFoun
 
 
 try:
+    from numbce.nn.callbacks import (
+        Callback,
+        EarlyStopping,
+        EpochLog,
+        History,
+        ModelCheckpoint,
+        ProgressBar,
+    )
     from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh
-    from numbce.nn.model import MLP, History, Sequential
+    from numbce.nn.network import MLP, Sequential, loss_families
     from numbce.nn.sklearn import MLPBinaryClassifier
 except ModuleNotFoundError as error:
     raise needs_the_nn_extra("numbce.nn", error) from error
 
 __all__ = [
     "MLP",
+    "Callback",
+    "EarlyStopping",
+    "EpochLog",
     "Flatten",
     "History",
     "Layer",
     "Linear",
     "MLPBinaryClassifier",
+    "ModelCheckpoint",
+    "ProgressBar",
     "ReLU",
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "loss_families",
+    "needs_the_nn_extra",
 ]

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from numbce import datasets
+from numbce.nn.callbacks import History
 from numbce.nn.layers import Flatten, Linear, ReLU, Sigmoid
-from numbce.nn.model import MLP, History, Sequential
+from numbce.nn.network import MLP, Sequential
 from numbce.optim import Adam
 
 __all__ = ["TUTORIALS", "TrainingRun", "Tutorial", "train"]

@@ -1,0 +1,366 @@
+"""Training of a :class:`~numbce.nn.Sequential` network: :func:`fit` (mini-batches,
+Keras-style), :func:`metrics` (loss and accuracies), the validation split and the sample
+weights. A network's ``fit`` method is :func:`fit`; its progress is reported to callbacks
+(:mod:`numbce.nn.callbacks`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+
+from numbce.nn.callbacks import EarlyStopping, EpochLog, History, ProgressBar, call_hook
+from numbce.optim import Adam, Optimizer
+
+if TYPE_CHECKING:
+    from numbce.nn.network import Sequential
+
+__all__ = ["fit", "metrics"]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gather_rows(X, y, weight, rows, X_out, y_out, weight_out):
+    """``X_out[k] = X[rows[k]]``, ``y_out[k] = y[rows[k]]`` and, unless ``weight`` is
+    None, ``weight_out[k] = weight[rows[k]]``, for the 2-d ``X``, ``y``, ``weight``."""
+    for k in range(rows.size):
+        row = rows[k]
+        for j in range(X.shape[1]):
+            X_out[k, j] = X[row, j]
+        for j in range(y.shape[1]):
+            y_out[k, j] = y[row, j]
+        if weight is not None:
+            weight_out[k, 0] = weight[row, 0]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _count_correct(scores, y, threshold):
+    """(samples whose every label is right, labels right) for the predictions
+    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C)."""
+    samples = labels = 0
+    for i in range(scores.shape[0]):
+        right = 0
+        for j in range(scores.shape[1]):
+            right += (scores[i, j] > threshold) == (y[i, j] > 0.5)
+        labels += right
+        samples += right == scores.shape[1]
+    return samples, labels
+
+
+def check_count(name: str, value, least: int) -> int:
+    """``value`` as an int, which must be an integer >= ``least`` (else ValueError)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < least
+    ):
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _accuracies(network: Sequential, samples: int, labels: int, n: int) -> dict:
+    """``accuracy`` (the fraction of samples whose every label is right: for C > 1 the
+    subset accuracy, scikit-learn's ``accuracy_score``) and, for C > 1, ``label_accuracy``
+    (the fraction of labels right)."""
+    accuracies = {"accuracy": samples / n}
+    if network.outputs > 1:
+        accuracies["label_accuracy"] = labels / (n * network.outputs)
+    return accuracies
+
+
+def metrics(network: Sequential, X, y, sample_weight=None) -> dict[str, float]:
+    """``loss`` (the mean loss, weighted by ``sample_weight``), ``accuracy`` and, with
+    C > 1 labels, ``label_accuracy`` of ``network`` on checked ``X`` and ``y`` (n, C)."""
+    weight = _sample_weights(network, y, sample_weight, None)
+    scores = network._scores(X)
+    loss, _ = network.loss_value_and_grad(scores, y, weight)
+    samples, labels = _count_correct(scores, y, network._threshold)
+    return {"loss": float(loss), **_accuracies(network, samples, labels, X.shape[0])}
+
+
+def _sample_weights(
+    network: Sequential, y: np.ndarray, sample_weight, class_weight: Mapping | None
+) -> np.ndarray | None:
+    """The weight of each sample, (n, 1) in the network's dtype: ``sample_weight`` (n,)
+    times ``class_weight[label]`` (a dict over the labels 0 and 1; one output, 0/1
+    labels); None when neither is given."""
+    if sample_weight is None and class_weight is None:
+        return None
+    n = y.shape[0]
+    weights = np.ones(n)
+    if sample_weight is not None:
+        given = np.asarray(sample_weight)
+        if given.shape != (n,) or given.dtype.kind not in "biuf":
+            raise ValueError(
+                f"sample_weight must hold {n} numbers, one per sample, got "
+                f"{given.dtype} of shape {given.shape}"
+            )
+        if not (np.isfinite(given) & (given >= 0)).all():
+            raise ValueError("sample_weight must be finite and >= 0")
+        if not given.any():
+            raise ValueError("sample_weight is all zero: nothing to train on")
+        weights *= given
+    if class_weight is not None:
+        if not isinstance(class_weight, Mapping) or not set(class_weight) <= {0, 1}:
+            raise ValueError(
+                f"class_weight must be a dict over the labels 0 and 1, got {class_weight!r}"
+            )
+        if network.outputs != 1 or not np.isin(y, (0, 1)).all():
+            raise ValueError(
+                "class_weight needs one output and 0/1 labels; weigh labels with the "
+                "loss's pos_weight or with sample_weight"
+            )
+        values = [float(class_weight.get(label, 1.0)) for label in (0, 1)]
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(
+                f"class_weight must be finite and >= 0, got {class_weight}"
+            )
+        weights *= np.where(y[:, 0] == 1, values[1], values[0])
+    return weights.astype(network.dtype).reshape(n, 1)
+
+
+def _split_validation(network, X, y, weight, validation_data, validation_split):
+    """(X_train, y_train, weight_train, (X_val, y_val) or None), all checked."""
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        X_val, y_val = network._checked(*validation_data)
+        if X_val.shape[1:] != X.shape[1:]:
+            raise ValueError(
+                f"validation samples have shape {X_val.shape[1:]}, training samples "
+                f"{X.shape[1:]}"
+            )
+        return X, y, weight, (X_val, y_val)
+    if not validation_split:
+        return X, y, weight, None
+    if not 0 < validation_split < 1:
+        raise ValueError(
+            f"validation_split must be in [0, 1), got {validation_split!r}"
+        )
+    split_at = math.ceil(X.shape[0] * (1 - validation_split))
+    if split_at in (0, X.shape[0]):
+        raise ValueError(
+            f"validation_split={validation_split} leaves no training or no validation "
+            f"sample out of {X.shape[0]}"
+        )
+    train_weight = None if weight is None else weight[:split_at]
+    return X[:split_at], y[:split_at], train_weight, (X[split_at:], y[split_at:])
+
+
+def _checked_optimizer(network: Sequential, optimizer: Optimizer | None) -> Optimizer:
+    """``optimizer``, which must update ``network``'s parameters; default Adam."""
+    parameters = network._parameters
+    if optimizer is None:
+        return Adam(parameters)
+    if len(optimizer.params) != len(parameters) or any(
+        a is not b for a, b in zip(optimizer.params, parameters)
+    ):
+        raise ValueError(
+            "the optimizer must be built on this network's parameters(), "
+            "e.g. Adam(model.parameters())"
+        )
+    return optimizer
+
+
+def _metric_names(network: Sequential, validation: bool) -> list[str]:
+    names = ["loss", "accuracy"] + ["label_accuracy"] * (network.outputs > 1)
+    return names + [f"val_{name}" for name in names] * validation
+
+
+def fit(
+    network: Sequential,
+    X,
+    y,
+    epochs: int = 1,
+    batch_size: int = 32,
+    optimizer: Optimizer | None = None,
+    validation_data: tuple | None = None,
+    validation_split: float = 0.0,
+    shuffle: bool = True,
+    seed: int | None = None,
+    verbose: int = 0,
+    sample_weight=None,
+    class_weight: Mapping | None = None,
+    l2: float = 0.0,
+    callbacks: Sequence = (),
+    early_stopping: bool = False,
+    monitor: str = "val_loss",
+    patience: int = 10,
+    min_delta: float = 0.0,
+    restore_best_weights: bool = True,
+) -> History:
+    """Train with mini-batches (``keras.Model.fit``); return the :class:`History`.
+
+    ``X`` (n, *features); ``y`` (n, C), or (n,) for one output, of targets in [0, 1]
+    (0/1 labels or soft labels). Each epoch visits every sample once, in an order drawn
+    from ``seed`` when ``shuffle`` (the same seed gives the same weights bit for bit);
+    each batch is one forward pass, one loss+gradient pass of the network's loss and one
+    ``optimizer.step``. ``optimizer`` must be built on the network's ``parameters()``
+    (default ``Adam(lr=1e-3)``). ``batch_size`` above the sample count is clamped to it
+    (as scikit-learn does).
+
+    Weights: the batch loss is ``sum(w * l) / (batch * C)`` (Keras' convention: weights
+    do not change the divisor), with ``w`` = ``sample_weight`` (n,) times
+    ``class_weight[label]`` (a dict over 0 and 1; one output). ``l2`` adds scikit-learn's
+    penalty ``l2 / (2 batch) * sum ||W||^2`` over the Linear weights (not the biases).
+
+    Validation: ``validation_data=(X_val, y_val)``, or ``validation_split``, the fraction
+    of samples taken from the end of ``X`` before shuffling (as Keras). ``callbacks``:
+    objects of the :mod:`numbce.nn.callbacks` protocol, called after every epoch with
+    its metrics: ``loss``, ``accuracy`` (means over the epoch's batches, measured while
+    the weights change), ``label_accuracy`` with C > 1 labels, and ``val_``-prefixed,
+    with validation data, measured after the epoch. ``early_stopping`` is a shorthand for
+    ``callbacks=[EarlyStopping(monitor, min_delta, patience,
+    restore_best_weights=restore_best_weights)]``. ``verbose``: 0 silent, 1 a progress
+    bar, 2 one line per epoch.
+
+    Bad input raises ValueError before any training. A non-finite loss, or non-finite
+    parameters after an epoch's last update, raise FloatingPointError naming the epoch,
+    with the parameters of the epoch's start restored.
+    """
+    X, y = network._checked(X, y)
+    weight = _sample_weights(network, y, sample_weight, class_weight)
+    epochs = check_count("epochs", epochs, 0)
+    batch_size = check_count("batch_size", batch_size, 1)
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if not 0 <= l2 < math.inf:
+        raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    X, y, weight, validation = _split_validation(
+        network, X, y, weight, validation_data, validation_split
+    )
+    optimizer = _checked_optimizer(network, optimizer)
+    callbacks = [History(), *callbacks]
+    if early_stopping:
+        if monitor not in _metric_names(network, validation is not None):
+            raise ValueError(
+                f"cannot monitor {monitor!r}: the metrics are "
+                f"{_metric_names(network, validation is not None)}"
+                + ("" if validation else " (val_ ones need validation data)")
+            )
+        callbacks.append(
+            EarlyStopping(
+                monitor,
+                min_delta,
+                check_count("patience", patience, 1),
+                restore_best_weights=restore_best_weights,
+            )
+        )
+    callbacks += [ProgressBar()] * (verbose == 1) + [EpochLog()] * (verbose == 2)
+
+    n = X.shape[0]
+    batch_size = min(batch_size, n)
+    network._allocate(max(batch_size, network._rows), X.shape[1:])
+    batch_X = np.empty((batch_size, *X.shape[1:]), network.dtype)
+    batch_y = np.empty((batch_size, network.outputs), network.dtype)
+    batch_weight = None if weight is None else np.empty((batch_size, 1), network.dtype)
+    update, gradients = (
+        (optimizer.step_flat, network._flat_gradients)
+        if optimizer.flat_params is network._flat_parameters
+        else (optimizer.step, network._gradients)
+    )
+    epoch_start_params = network._flat_parameters.copy()
+    rng = np.random.default_rng(seed)
+    order = np.arange(n)
+    params = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps": -(-n // batch_size),
+        "samples": n,
+    }
+    network.stop_training = False
+    call_hook(callbacks, "set_model", network)
+    call_hook(callbacks, "on_train_begin", params)
+    logs: dict[str, float] = {}
+    for epoch in range(epochs):
+        np.copyto(epoch_start_params, network._flat_parameters)
+        if shuffle:
+            order = rng.permutation(n)
+        try:
+            logs = _train_epoch(
+                network,
+                (X, y, weight),
+                (batch_X, batch_y, batch_weight),
+                order,
+                update,
+                gradients,
+                l2,
+            )
+            if not np.isfinite(network._flat_parameters).all():
+                raise FloatingPointError(
+                    "the update of the last batch left non-finite parameters"
+                )
+        except FloatingPointError as error:
+            np.copyto(network._flat_parameters, epoch_start_params)
+            raise FloatingPointError(
+                f"training stopped at epoch {epoch + 1}/{epochs}: {error}; the "
+                f"parameters are those of the start of epoch {epoch + 1}"
+            ) from None
+        if validation is not None:
+            logs |= {
+                f"val_{name}": value
+                for name, value in metrics(network, *validation).items()
+            }
+        call_hook(callbacks, "on_epoch_end", epoch, logs)
+        if network.stop_training:
+            break
+    call_hook(callbacks, "on_train_end", logs)
+    history = callbacks[0]
+    history.best_epoch = next(
+        (c.best_epoch for c in callbacks if isinstance(c, EarlyStopping)), None
+    )
+    return history
+
+
+def _l2_penalty(network: Sequential, l2: float, count: int) -> float:
+    """Add ``l2 / count * W`` to every Linear weight's gradient; return the penalty
+    ``l2 / (2 count) * sum ||W||^2``."""
+    scale = network.dtype.type(l2 / count)
+    total = 0.0
+    for weight, gradient in zip(network._weights, network._weight_gradients):
+        gradient += scale * weight
+        total += float(np.vdot(weight, weight))
+    return l2 / (2 * count) * total
+
+
+def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
+    """One pass over ``data = (X, y, weight)`` in the given ``order``, in batches
+    gathered into ``batch = (X, y, weight)`` buffers, ``update(gradients)`` after each
+    batch's backward pass; the epoch's metrics (loss and accuracies: means over it)."""
+    X, y, weight = data
+    batch_X, batch_y, batch_weight = batch
+    flat_X, flat_batch_X = (
+        X.reshape(X.shape[0], -1),
+        batch_X.reshape(batch_X.shape[0], -1),
+    )
+    batch_size = batch_X.shape[0]
+    total_loss, samples_right, labels_right = 0.0, 0, 0
+    for start in range(0, order.size, batch_size):
+        rows = order[start : start + batch_size]
+        count = rows.size
+        _gather_rows(flat_X, y, weight, rows, flat_batch_X, batch_y, batch_weight)
+        targets = batch_y[:count]
+        scores = network._forward_pass(batch_X[:count])
+        loss, grad = network.loss_value_and_grad(
+            scores, targets, None if weight is None else batch_weight[:count]
+        )
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss is {loss} at batch {start // batch_size + 1}"
+            )
+        samples, labels = _count_correct(scores, targets, network._threshold)
+        samples_right, labels_right = samples_right + samples, labels_right + labels
+        network._backprop(grad)
+        if l2:
+            loss += _l2_penalty(network, l2, count)
+        update(gradients)
+        total_loss += float(loss) * count
+    n = order.size
+    return {
+        "loss": total_loss / n,
+        **_accuracies(network, samples_right, labels_right, n),
+    }
