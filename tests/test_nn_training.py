@@ -277,3 +277,24 @@ def test_evaluate_returns_a_dict_on_request(rng):
         "accuracy": accuracy,
     }
     np.testing.assert_array_equal(model.predict(X), model.decision_function(X) > 0)
+
+
+def test_any_registered_family_trains_a_network(rng):
+    """The focal loss, once registered, trains a logits network through the same code."""
+    if "sigmoid_focal_loss" not in loss_families():
+        pytest.skip("numbce has no sigmoid_focal_loss yet")
+    X, y = _data(rng, 200)
+    options = {"alpha": 0.25, "gamma": 2.0}
+    model = MLP(
+        [3, 8, 1],
+        seed=0,
+        dtype=np.float64,
+        loss="sigmoid_focal_loss",
+        loss_options=options,
+    )
+    history = model.fit(X, y, epochs=20, seed=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    expected = numbce.sigmoid_focal_loss(
+        model.decision_function(X), y, reduction="mean", **options
+    )
+    assert model.evaluate(X, y)[0] == pytest.approx(float(expected), rel=1e-12)
