@@ -1,6 +1,18 @@
-"""Benchmark options: sizes, threads. Run: pytest bench/ --benchmark-only [--big]."""
+"""Benchmark options: sizes, threads; compact JSON; the load each benchmark ran under.
+
+Run: ``pytest bench/ --benchmark-only --benchmark-json=bench/results.json [--big]``.
+
+``--deadline SECONDS`` skips what would start later, so that a time-boxed run still writes
+its JSON. Test ids name sizes as ``n1e3`` ... ``n1e8`` (no ``=``), so ``-k "not n1e7"`` selects by
+size. The JSON keeps each benchmark's statistics, not every round's time (pytest-benchmark
+writes all rounds: 86 MB for the kernel suite), and each benchmark's ``extra_info`` records
+the 1-minute load average around it, which ``report.py`` uses to flag rows measured on a
+busy machine.
+"""
 
 import contextlib
+import os
+import time
 
 # PyTorch first: if Numba's OpenMP threads start before PyTorch loads its own, PyTorch runs
 # about 2x slower here (measured), which would flatter numbce.
@@ -9,7 +21,10 @@ with contextlib.suppress(ImportError):
 
 import numba
 import pytest
-from contestants import set_threads
+from contestants import set_threads, size_id
+
+CUDA_SIZES = "1e8,1e6"
+START = pytest.StashKey[float]()
 
 
 def pytest_addoption(parser):
@@ -20,10 +35,35 @@ def pytest_addoption(parser):
         default=numba.config.NUMBA_NUM_THREADS,
         help="threads for every contestant (numba and torch alike)",
     )
+    parser.addoption(
+        "--cuda-sizes",
+        default=CUDA_SIZES,
+        help=f"comma-separated N of the CUDA suite (default {CUDA_SIZES})",
+    )
+    parser.addoption(
+        "--deadline",
+        type=float,
+        default=None,
+        help="skip the tests that would start more than this many seconds after the "
+        "session began (the JSON of those that ran is still written)",
+    )
+    parser.addoption(
+        "--cuda-sim",
+        action="store_true",
+        help="run the CUDA suite on Numba's CUDA simulator (a smoke run: its times mean "
+        "nothing); without it the suite needs a real GPU",
+    )
 
 
 def pytest_configure(config):
     set_threads(config.getoption("--threads"))
+    config.stash[START] = time.monotonic()
+
+
+def pytest_runtest_setup(item):
+    deadline = item.config.getoption("--deadline")
+    if deadline is not None and time.monotonic() - item.config.stash[START] > deadline:
+        pytest.skip(f"--deadline of {deadline:g} s reached")
 
 
 def pytest_generate_tests(metafunc):
@@ -31,9 +71,29 @@ def pytest_generate_tests(metafunc):
         sizes = [1_000, 100_000, 10_000_000]
         if metafunc.config.getoption("--big"):
             sizes.append(100_000_000)
-        metafunc.parametrize("n", sizes, ids=[f"n={n:.0e}" for n in sizes])
+        metafunc.parametrize("n", sizes, ids=[size_id(n) for n in sizes])
 
 
 @pytest.fixture
 def threads(request):
     return request.config.getoption("--threads")
+
+
+@pytest.fixture(autouse=True)
+def record_load(request):
+    """``extra_info['load']``: the larger 1-minute load average before and after a
+    benchmark; ``extra_info['cores']``: the logical cores it shared."""
+    if "benchmark" not in request.fixturenames or not hasattr(os, "getloadavg"):
+        yield
+        return
+    benchmark = request.getfixturevalue("benchmark")
+    before = os.getloadavg()[0]
+    yield
+    load = max(before, os.getloadavg()[0])
+    benchmark.extra_info.update(load=round(load, 2), cores=os.cpu_count())
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Drop the per-round times from the JSON: the statistics stay (min, median, ...)."""
+    for bench in output_json["benchmarks"]:
+        bench["stats"].pop("data", None)

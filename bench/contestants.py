@@ -44,6 +44,13 @@ def dot(a, b):
     return total
 
 
+def size_id(n: int) -> str:
+    """``n1e7`` for 10**7 (``n2500`` for sizes that are not powers of ten): a test-id part
+    that ``pytest -k`` accepts (``n=1e+07`` is not)."""
+    exponent = len(str(n)) - 1
+    return f"n1e{exponent}" if n == 10**exponent else f"n{n}"
+
+
 def bytes_moved(op: str, x: np.ndarray) -> int:
     """Bytes the op must move: read x and y, and write the gradient unless forward-only."""
     arrays = 2 if op == "forward" else 3
