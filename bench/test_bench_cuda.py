@@ -93,17 +93,28 @@ def gpu_or_simulator(pytestconfig):
         return
     if not pytestconfig.getoption("--cuda-sim"):
         pytest.skip("the CUDA simulator runs this suite only with --cuda-sim")
-    threads, interval = (
-        getattr(backend, "THREADS_PER_BLOCK", None),
-        sys.getswitchinterval(),
-    )
+    grid, interval = _grid_settings(), sys.getswitchinterval()
+    threads = getattr(grid, "THREADS_PER_BLOCK", None)
     if threads is not None:
-        backend.THREADS_PER_BLOCK = 8
+        grid.THREADS_PER_BLOCK = 8
     sys.setswitchinterval(1e-4)
     yield
     sys.setswitchinterval(interval)
     if threads is not None:
-        backend.THREADS_PER_BLOCK = threads
+        grid.THREADS_PER_BLOCK = threads
+
+
+def _grid_settings():
+    """The module holding ``THREADS_PER_BLOCK``: ``numbce._config``, or ``numbce.cuda``
+    before that existed; None if neither does."""
+    try:
+        from numbce import _config
+    except ImportError:
+        _config = None
+    for module in (_config, backend):
+        if hasattr(module, "THREADS_PER_BLOCK"):
+            return module
+    return None
 
 
 _INPUTS: dict[tuple, tuple] = {}
