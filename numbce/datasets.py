@@ -3,14 +3,16 @@
 * :func:`circles`: scikit-learn's ``make_circles`` split in half, as in the Keras tutorial.
 * :func:`fake_images`: random images with random labels, like torchvision's ``FakeData``
   followed by ``ToTensor``.
+* :func:`multilabel`: scikit-learn's ``make_multilabel_classification``, standardized and
+  split in half.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import make_circles
+from sklearn.datasets import make_circles, make_multilabel_classification
 
-__all__ = ["circles", "fake_images"]
+__all__ = ["circles", "fake_images", "multilabel"]
 
 
 def circles(
@@ -60,3 +62,39 @@ def fake_images(
     X = pixels.astype(dtype)
     X /= 255
     return X, rng.integers(0, num_classes, size=size)
+
+
+def multilabel(
+    n_samples: int = 4000,
+    *,
+    n_features: int = 20,
+    n_labels: int = 5,
+    random_state: int | None = 0,
+    n_train: int = 2000,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Samples with ``n_labels`` binary labels each: ``((X_train, Y_train), (X_test,
+    Y_test))``.
+
+    ``make_multilabel_classification(n_samples, n_features=n_features,
+    n_classes=n_labels, n_labels=1, random_state=random_state)`` (Y int64 (n_samples,
+    n_labels) of 0/1: about one label per sample on average, each label present in 15 to
+    25 % of the samples), the first ``n_train`` samples for training and the rest for
+    testing; X (word counts) standardized, float64, with the training samples' mean and
+    standard deviation.
+
+    >>> (X_train, Y_train), (X_test, Y_test) = multilabel()
+    >>> X_train.shape, Y_test.shape, np.unique(Y_train).tolist()
+    ((2000, 20), (2000, 5), [0, 1])
+    """
+    if not 0 < n_train < n_samples:
+        raise ValueError(f"n_train must be in [1, {n_samples - 1}], got {n_train}")
+    X, Y = make_multilabel_classification(
+        n_samples,
+        n_features=n_features,
+        n_classes=n_labels,
+        n_labels=1,
+        random_state=random_state,
+    )
+    mean, std = X[:n_train].mean(axis=0), X[:n_train].std(axis=0)
+    X = (X - mean) / np.where(std > 0, std, 1.0)
+    return (X[:n_train], Y[:n_train]), (X[n_train:], Y[n_train:])

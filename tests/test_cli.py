@@ -121,3 +121,26 @@ def test_the_console_script_runs_the_same_main():
     )
     assert done.returncode == 2
     assert "argument --batch-size: must be at least 1, got 0" in done.stderr
+
+
+def test_train_multilabel_prints_per_label_figures(tmp_path):
+    done = _numbce(
+        "train", "multilabel", "--epochs", "5", "--json", "h.json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5 epochs, batch 32, Adam lr 0.001, seed 0" in done.stdout
+    assert "accuracy: the subset accuracy" in done.stdout
+    table = done.stdout.split("Per label, on the test set:\n")[1].splitlines()
+    assert table[0].split() == [
+        "label", "train", "frequency", "pos_weight", "precision", "recall", "F1"
+    ]  # fmt: skip
+    rows = [line.split() for line in table[1:6]]
+    assert [row[0] for row in rows] == ["0", "1", "2", "3", "4"]
+    for _, frequency, pos_weight, *scores in rows:
+        assert float(pos_weight) == pytest.approx(
+            (1 - float(frequency)) / float(frequency), abs=0.02
+        )
+        assert all(0 <= float(score) <= 1 for score in scores)
+    saved = json.loads((tmp_path / "h.json").read_text())
+    assert set(saved["test"]) == {"loss", "accuracy", "label_accuracy"}
+    assert (tmp_path / "training_curves.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -3,7 +3,7 @@
 import matplotlib.image
 import numpy as np
 import pytest
-from sklearn.datasets import make_circles
+from sklearn.datasets import make_circles, make_multilabel_classification
 
 from numbce import datasets, plotting
 from numbce.nn import History
@@ -73,3 +73,19 @@ def test_training_curves_writes_the_format_of_the_suffix(tmp_path, suffix, signa
     path = tmp_path / f"curves{suffix}"
     plotting.training_curves(_history(), path)
     assert path.read_bytes().startswith(signature)
+
+
+def test_multilabel_is_standardized_make_multilabel_classification():
+    (X_train, Y_train), (X_test, Y_test) = datasets.multilabel()
+    X, Y = make_multilabel_classification(
+        4000, n_features=20, n_classes=5, n_labels=1, random_state=0
+    )
+    np.testing.assert_array_equal(np.concatenate([Y_train, Y_test]), Y)
+    np.testing.assert_allclose(X_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(X_train.std(axis=0), 1, rtol=1e-12)
+    np.testing.assert_allclose(
+        X_test * X[:2000].std(axis=0) + X[:2000].mean(axis=0), X[2000:], atol=1e-12
+    )
+    assert 0.1 < Y_train.mean(axis=0).min() and Y_train.mean(axis=0).max() < 0.3
+    with pytest.raises(ValueError, match="n_train"):
+        datasets.multilabel(n_samples=10, n_train=0)

@@ -491,9 +491,10 @@ class MLP(Sequential):
         loss_options: dict | None = None,
     ) -> None:
         sizes = [training.check_count("layer size", size, 1) for size in layer_sizes]
-        if len(sizes) < 2 or sizes[-1] != 1:
+        if len(sizes) < 2:
             raise ValueError(
-                f"layer_sizes must be [n_features, hidden sizes..., 1], got {list(layer_sizes)}"
+                "layer_sizes must be [n_features, hidden sizes..., n_labels], got "
+                f"{list(layer_sizes)}"
             )
         if activation not in ACTIVATIONS:
             raise ValueError(

@@ -16,6 +16,7 @@ from sklearn.utils.validation import (
     check_array,
     check_consistent_length,
     check_is_fitted,
+    column_or_1d,
     validate_data,
 )
 
@@ -125,8 +126,6 @@ class MLPBinaryClassifier(ClassifierMixin, BaseEstimator):
             self.n_iter_no_change, "n_iter_no_change", numbers.Integral, min_val=1
         )
         check_scalar(self.tol, "tol", numbers.Real, min_val=0.0)
-        if self.pos_weight is not None:
-            check_scalar(self.pos_weight, "pos_weight", numbers.Real, **positive)
         return hidden
 
     def fit(self, X, y, sample_weight=None) -> MLPBinaryClassifier:
@@ -154,15 +153,27 @@ class MLPBinaryClassifier(ClassifierMixin, BaseEstimator):
             )
         return self._fit(X, y, sample_weight, classes, not first, incremental=True)
 
-    def _labels(self, y, classes) -> np.ndarray:
-        """Set ``classes_`` (from ``classes`` or ``y``) and return ``y`` as 0/1 labels."""
+    def _targets(self, y, classes) -> np.ndarray:
+        """Set ``classes_`` and return the network's targets: ``y`` of two classes as
+        0/1 labels (n,), with ``classes_`` the two labels (from ``classes`` or ``y``); a
+        multilabel indicator matrix (n, C) as it is, with ``classes_ = arange(C)``."""
         check_classification_targets(y)
+        target_type = type_of_target(y, input_name="y", raise_unknown=True)
+        if target_type == "multilabel-indicator":
+            labels = np.arange(y.shape[1])
+            if classes is not None and not np.array_equal(np.unique(classes), labels):
+                raise ValueError(
+                    f"y is a multilabel indicator matrix of {y.shape[1]} labels: classes "
+                    f"must be range({y.shape[1]}), got {np.unique(classes).tolist()}"
+                )
+            self.classes_ = labels
+            return y.astype(np.int64)
         if classes is None:
-            target_type = type_of_target(y, input_name="y", raise_unknown=True)
             if target_type != "binary":
                 raise ValueError(
                     "Only binary classification is supported. The type of the target "
-                    f"is {target_type}."
+                    f"is {target_type}: give two classes or a multilabel indicator "
+                    "matrix."
                 )
             classes = np.unique(y)
         classes = np.unique(classes)
@@ -178,6 +189,24 @@ class MLPBinaryClassifier(ClassifierMixin, BaseEstimator):
             )
         self.classes_ = classes
         return np.searchsorted(classes, y)
+
+    def _loss_options(self, n_labels: int) -> dict:
+        """``{"pos_weight": ...}`` when set: a number > 0, or one per label (C,)."""
+        if self.pos_weight is None:
+            return {}
+        if np.ndim(self.pos_weight) == 0:
+            positive = {"include_boundaries": "neither", "min_val": 0.0}
+            check_scalar(self.pos_weight, "pos_weight", numbers.Real, **positive)
+            return {"pos_weight": float(self.pos_weight)}
+        pos_weight = check_array(
+            self.pos_weight, ensure_2d=False, dtype=np.float64, input_name="pos_weight"
+        )
+        if pos_weight.shape != (n_labels,) or not (pos_weight > 0).all():
+            raise ValueError(
+                f"pos_weight must be a number > 0 or {n_labels} of them (one per "
+                f"label), got shape {pos_weight.shape}"
+            )
+        return {"pos_weight": pos_weight}
 
     def _sample_weight(self, X, y, sample_weight) -> np.ndarray | None:
         """``sample_weight`` times the weights of ``class_weight``, or None."""
@@ -198,20 +227,28 @@ class MLPBinaryClassifier(ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, sample_weight, classes, continuing, incremental):
         hidden = self._check_params()
         X, y = validate_data(
-            self, X, y, dtype=(np.float64, np.float32), reset=not continuing
+            self,
+            X,
+            y,
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            reset=not continuing,
         )
-        labels = self._labels(y, self.classes_ if continuing else classes)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        labels = self._targets(y, self.classes_ if continuing else classes)
+        n_labels = 1 if labels.ndim == 1 else labels.shape[1]
+        loss_options = self._loss_options(n_labels)
         weights = self._sample_weight(X, y, sample_weight)
         random_state = check_random_state(self.random_state)
         seeds = random_state.randint(2**31, size=3)
         if not continuing:
-            options = {} if self.pos_weight is None else {"pos_weight": self.pos_weight}
             self.model_ = MLP(
-                [X.shape[1], *hidden, 1],
+                [X.shape[1], *hidden, n_labels],
                 activation=self.activation,
                 seed=int(seeds[0]),
                 dtype=X.dtype,
-                loss_options=options,
+                loss_options=loss_options,
             )
             self.loss_curve_, self.n_iter_ = [], 0
         if not (incremental and continuing):  # fit starts a new Adam, as scikit-learn
@@ -223,7 +260,7 @@ class MLPBinaryClassifier(ClassifierMixin, BaseEstimator):
                 labels,
                 *([] if weights is None else [weights]),
                 test_size=self.validation_fraction,
-                stratify=labels,
+                stratify=labels if labels.ndim == 1 else None,
                 random_state=int(seeds[1]),
             )
             X, X_val, labels, y_val = split[:4]
@@ -264,25 +301,36 @@ class MLPBinaryClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=self.model_.dtype)
 
+    @property
+    def _multilabel(self) -> bool:
+        """Whether the estimator was fitted on a multilabel indicator matrix."""
+        return self.model_.layer_sizes[-1] > 1
+
     def decision_function(self, X) -> np.ndarray:
-        """The network's logit for each sample, (n_samples,): positive where
-        ``classes_[1]`` is predicted; ``predict_proba`` is its sigmoid."""
+        """The network's logits: (n_samples,) for two classes, positive where
+        ``classes_[1]`` is predicted; (n_samples, C) for C labels. ``predict_proba`` is
+        their sigmoid."""
         X = self._checked_X(X)
         return self.model_.decision_function(X).astype(np.float64)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (n_samples, 2), columns in the order of ``classes_``."""
+        """Class probabilities (n_samples, 2), columns in the order of ``classes_``; for
+        C labels, the probability of each label, (n_samples, C)."""
         X = self._checked_X(X)
         probability = self.model_.predict_proba(X).astype(np.float64)
+        if self._multilabel:
+            return probability
         return np.column_stack([1 - probability, probability])
 
     def predict(self, X) -> np.ndarray:
         """The predicted label of each sample: ``classes_[1]`` where its probability
-        exceeds 0.5, else ``classes_[0]``."""
+        exceeds 0.5, else ``classes_[0]``; for C labels, the indicator matrix (n, C)."""
         X = self._checked_X(X)
-        return self.classes_[self.model_.predict(X)]
+        predicted = self.model_.predict(X)
+        return predicted if self._multilabel else self.classes_[predicted]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
+        tags.classifier_tags.multi_label = True
         return tags

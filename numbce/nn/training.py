@@ -123,6 +123,22 @@ def _sample_weights(
     return weights.astype(network.dtype).reshape(n, 1)
 
 
+def _label_weights(network: Sequential, label_weight) -> np.ndarray | None:
+    """``label_weight`` as (C,) of the network's dtype: each label's loss is multiplied
+    by its weight (the kernel broadcasts it over the samples: no (n, C) copy)."""
+    if label_weight is None:
+        return None
+    weights = np.asarray(label_weight)
+    if weights.shape != (network.outputs,) or weights.dtype.kind not in "biuf":
+        raise ValueError(
+            f"label_weight must hold {network.outputs} numbers, one per label, got "
+            f"{weights.dtype} of shape {weights.shape}"
+        )
+    if not (np.isfinite(weights) & (weights >= 0)).all():
+        raise ValueError("label_weight must be finite and >= 0")
+    return weights.astype(network.dtype)
+
+
 def _split_validation(network, X, y, weight, validation_data, validation_split):
     """(X_train, y_train, weight_train, (X_val, y_val) or None), all checked."""
     if validation_data is not None:
@@ -185,6 +201,7 @@ def fit(
     verbose: int = 0,
     sample_weight=None,
     class_weight: Mapping | None = None,
+    label_weight=None,
     l2: float = 0.0,
     callbacks: Sequence = (),
     early_stopping: bool = False,
@@ -205,7 +222,10 @@ def fit(
 
     Weights: the batch loss is ``sum(w * l) / (batch * C)`` (Keras' convention: weights
     do not change the divisor), with ``w`` = ``sample_weight`` (n,) times
-    ``class_weight[label]`` (a dict over 0 and 1; one output). ``l2`` adds scikit-learn's
+    ``class_weight[label]`` (a dict over 0 and 1; one output) times ``label_weight``
+    (C,), each broadcast by the kernel (a (batch, C) product only when both sample and
+    label weights are given). For a per-label ``pos_weight`` (C,), give it to the
+    network's ``loss_options``. ``l2`` adds scikit-learn's
     penalty ``l2 / (2 batch) * sum ||W||^2`` over the Linear weights (not the biases).
 
     Validation: ``validation_data=(X_val, y_val)``, or ``validation_split``, the fraction
@@ -224,6 +244,7 @@ def fit(
     """
     X, y = network._checked(X, y)
     weight = _sample_weights(network, y, sample_weight, class_weight)
+    label_weight = _label_weights(network, label_weight)
     epochs = check_count("epochs", epochs, 0)
     batch_size = check_count("batch_size", batch_size, 1)
     if verbose not in (0, 1, 2):
@@ -258,6 +279,8 @@ def fit(
     batch_X = np.empty((batch_size, *X.shape[1:]), network.dtype)
     batch_y = np.empty((batch_size, network.outputs), network.dtype)
     batch_weight = None if weight is None else np.empty((batch_size, 1), network.dtype)
+    both = weight is not None and label_weight is not None
+    batch_product = np.empty_like(batch_y) if both else None
     update, gradients = (
         (optimizer.step_flat, network._flat_gradients)
         if optimizer.flat_params is network._flat_parameters
@@ -283,8 +306,8 @@ def fit(
         try:
             logs = _train_epoch(
                 network,
-                (X, y, weight),
-                (batch_X, batch_y, batch_weight),
+                (X, y, weight, label_weight),
+                (batch_X, batch_y, batch_weight, batch_product),
                 order,
                 update,
                 gradients,
@@ -331,8 +354,8 @@ def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
     """One pass over ``data = (X, y, weight)`` in the given ``order``, in batches
     gathered into ``batch = (X, y, weight)`` buffers, ``update(gradients)`` after each
     batch's backward pass; the epoch's metrics (loss and accuracies: means over it)."""
-    X, y, weight = data
-    batch_X, batch_y, batch_weight = batch
+    X, y, weight, label_weight = data
+    batch_X, batch_y, batch_weight, batch_product = batch
     flat_X, flat_batch_X = (
         X.reshape(X.shape[0], -1),
         batch_X.reshape(batch_X.shape[0], -1),
@@ -345,9 +368,14 @@ def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
         _gather_rows(flat_X, y, weight, rows, flat_batch_X, batch_y, batch_weight)
         targets = batch_y[:count]
         scores = network._forward_pass(batch_X[:count])
-        loss, grad = network.loss_value_and_grad(
-            scores, targets, None if weight is None else batch_weight[:count]
-        )
+        kernel_weight = label_weight
+        if weight is not None:
+            kernel_weight = batch_weight[:count]
+            if label_weight is not None:
+                kernel_weight = np.multiply(
+                    kernel_weight, label_weight, out=batch_product[:count]
+                )
+        loss, grad = network.loss_value_and_grad(scores, targets, kernel_weight)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"the loss is {loss} at batch {start // batch_size + 1}"

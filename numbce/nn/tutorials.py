@@ -1,4 +1,4 @@
-"""The two tutorials numbce reproduces, each as data + network + training settings: one
+"""The tutorials numbce reproduces, each as data + network + training settings: one
 definition shared by ``numbce train``, the tests and the benchmarks.
 
 * ``circles``: Keras, ``Dense(100, relu) → Dense(1, sigmoid)`` (Glorot-uniform weights,
@@ -8,6 +8,10 @@ definition shared by ``numbce train``, the tests and the benchmarks.
   Linear(32, 1) → Sigmoid`` trained with BCE on probabilities, Adam lr 1e-4, batch 64, on
   15,000 random 3x28x28 images with random labels (``FakeData``); the labels are noise, so
   the loss stays near ln 2.
+* ``multilabel``: 5 labels per sample from ``make_multilabel_classification`` (4,000
+  samples, 20 features, split 2,000/2,000), ``Linear(20, 64) → ReLU → Linear(64, 5)``
+  trained with BCE with logits and a per-label ``pos_weight`` from the label frequencies
+  (negatives per positive), Adam lr 1e-3, batch 32, 50 epochs.
 
 Here the Keras network's sigmoid output is folded into the loss (a logits head, trained
 with BCE-with-logits: the same model, computed without overflow); the PyTorch network keeps
@@ -33,10 +37,23 @@ __all__ = ["TUTORIALS", "TrainingRun", "Tutorial", "train"]
 Data = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+def no_loss_options(y_train: np.ndarray) -> dict:
+    """The loss's defaults, whatever the training labels."""
+    return {}
+
+
+def pos_weight_from_frequencies(y_train: np.ndarray) -> dict:
+    """``{"pos_weight": (n - n_pos) / n_pos}`` per label of ``y_train`` (n, C): as many
+    negatives as positives in the loss (PyTorch's suggestion for ``pos_weight``)."""
+    positives = y_train.sum(axis=0)
+    return {"pos_weight": (y_train.shape[0] - positives) / positives}
+
+
 @dataclass(frozen=True)
 class Tutorial:
     """A tutorial's recipe: ``load_data() -> ((X_train, y_train), (X_test, y_test))``,
-    ``build_model(seed) -> network``, and its training settings."""
+    ``build_model(seed, loss_options) -> network``, ``loss_options(y_train)`` (the
+    network's loss options for its training labels), and its training settings."""
 
     name: str
     summary: str
@@ -44,15 +61,24 @@ class Tutorial:
     batch_size: int
     lr: float
     load_data: Callable[[], Data]
-    build_model: Callable[[int | None], Sequential]
+    build_model: Callable[..., Sequential]
+    loss_options: Callable[[np.ndarray], dict] = no_loss_options
 
 
-def circles_model(seed: int | None = None) -> MLP:
+def circles_model(seed: int | None = None, loss_options: dict | None = None) -> MLP:
     """The Keras tutorial's network: 2 → 100 (ReLU) → 1, Glorot-uniform, logits head."""
-    return MLP([2, 100, 1], activation="relu", init="glorot_uniform", seed=seed)
+    return MLP(
+        [2, 100, 1],
+        activation="relu",
+        init="glorot_uniform",
+        seed=seed,
+        loss_options=loss_options,
+    )
 
 
-def fake_images_model(seed: int | None = None) -> Sequential:
+def fake_images_model(
+    seed: int | None = None, loss_options: dict | None = None
+) -> Sequential:
     """The PyTorch tutorial's network, PyTorch's initialisation, Sigmoid head."""
     rng = np.random.default_rng(seed)
     return Sequential(
@@ -63,7 +89,13 @@ def fake_images_model(seed: int | None = None) -> Sequential:
         ReLU(),
         Linear(32, 1, seed=rng),
         Sigmoid(),
+        loss_options=loss_options,
     )
+
+
+def multilabel_model(seed: int | None = None, loss_options: dict | None = None) -> MLP:
+    """20 → 64 (ReLU) → 5 labels, PyTorch's initialisation, logits head."""
+    return MLP([20, 64, 5], activation="relu", seed=seed, loss_options=loss_options)
 
 
 def _fake_images_data() -> Data:
@@ -90,23 +122,34 @@ TUTORIALS = {
         load_data=_fake_images_data,
         build_model=fake_images_model,
     ),
+    "multilabel": Tutorial(
+        "multilabel",
+        "make_multilabel_classification 2,000/2,000, 5 labels, MLP 20-64-5 (ReLU), BCE "
+        "with logits, pos_weight from the label frequencies, Adam",
+        epochs=50,
+        batch_size=32,
+        lr=1e-3,
+        load_data=datasets.multilabel,
+        build_model=multilabel_model,
+        loss_options=pos_weight_from_frequencies,
+    ),
 }
 
 
 @dataclass
 class TrainingRun:
     """A trained tutorial: the network, its history, Adam's learning rate, the final
-    metrics (with the final weights, on the whole training and test sets) and the
-    wall-clock training time (``seconds``; Numba compilation or cache loading excluded,
-    in ``warmup_seconds``)."""
+    metrics (with the final weights, on the whole training and test sets: ``train`` and
+    ``test``, dicts of :func:`numbce.nn.training.metrics`), the data and the wall-clock
+    training time (``seconds``; Numba compilation or cache loading excluded, in
+    ``warmup_seconds``)."""
 
     model: Sequential
     history: History
     lr: float
-    train_loss: float
-    train_accuracy: float
-    test_loss: float
-    test_accuracy: float
+    train: dict[str, float]
+    test: dict[str, float]
+    data: Data
     seconds: float
     warmup_seconds: float
 
@@ -127,10 +170,12 @@ def train(
     epochs = tutorial.epochs if epochs is None else epochs
     batch_size = tutorial.batch_size if batch_size is None else batch_size
     lr = tutorial.lr if lr is None else lr
-    (X, y), (X_test, y_test) = tutorial.load_data() if data is None else data
+    data = tutorial.load_data() if data is None else data
+    (X, y), (X_test, y_test) = data
+    loss_options = tutorial.loss_options(y)
 
     start = time.perf_counter()
-    warmup = tutorial.build_model(seed)
+    warmup = tutorial.build_model(seed, loss_options)
     warmup.fit(
         X[: 2 * batch_size],
         y[: 2 * batch_size],
@@ -140,7 +185,7 @@ def train(
     )
     warmup_seconds = time.perf_counter() - start
 
-    model = tutorial.build_model(seed)
+    model = tutorial.build_model(seed, loss_options)
     start = time.perf_counter()
     history = model.fit(
         X,
@@ -157,8 +202,9 @@ def train(
         model,
         history,
         lr,
-        *model.evaluate(X, y),
-        *model.evaluate(X_test, y_test),
+        model.evaluate(X, y, return_dict=True),
+        model.evaluate(X_test, y_test, return_dict=True),
+        data,
         seconds,
         warmup_seconds,
     )
