@@ -1,30 +1,26 @@
-"""numbce: exact, fast binary cross-entropy kernels (Numba CPU and CUDA) with gradients.
+"""numbce: exact, fast binary-classification losses (Numba CPU and CUDA) with hand-derived
+first and second derivatives.
 
-The public functions follow ``torch.nn.functional`` (prediction first, target second) and the
-contract in ``shared/spec/bce.md``; :mod:`numbce.reference` holds the float64 oracle.
+The public functions and loss classes are generated from the registry of loss families
+(:data:`numbce.losses.FAMILIES`); they follow ``torch.nn.functional`` and torchvision
+(prediction first, target second). ``docs/`` holds the contract; :mod:`numbce.reference`
+the float64 oracle.
+
+>>> import numbce
+>>> float(numbce.binary_cross_entropy([0.9, 0.2], [1.0, 0.0]))  # doctest: +ELLIPSIS
+0.164252033486018...
+>>> float(numbce.binary_cross_entropy_with_logits([2.0, -1.0], [1, 0]))  # doctest: +ELLIPSIS
+0.22009...
+>>> numbce.sigmoid_focal_loss([2.0, -1.0], [1, 0])  # doctest: +ELLIPSIS
+array([0.00045..., 0.0169...])
 """
 
-from numbce import reference
-from numbce.functional import (
-    binary_cross_entropy,
-    binary_cross_entropy_grad,
-    binary_cross_entropy_value_and_grad,
-    binary_cross_entropy_with_logits,
-    binary_cross_entropy_with_logits_grad,
-    binary_cross_entropy_with_logits_value_and_grad,
-)
-from numbce.losses import BCELoss, BCEWithLogitsLoss
+from numbce import functional, reference
+from numbce.functional import CLASSES, FUNCTIONS
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BCELoss",
-    "BCEWithLogitsLoss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_grad",
-    "binary_cross_entropy_value_and_grad",
-    "binary_cross_entropy_with_logits",
-    "binary_cross_entropy_with_logits_grad",
-    "binary_cross_entropy_with_logits_value_and_grad",
-    "reference",
-]
+globals().update(FUNCTIONS)
+globals().update(CLASSES)
+
+__all__ = [*sorted(CLASSES), *sorted(FUNCTIONS), "functional", "reference"]  # noqa: PLE0604

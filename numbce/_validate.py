@@ -1,15 +1,21 @@
-"""Input checks and normalisation, shared by every backend. No kernel lives here.
+"""Input checks, and the one validated :class:`Request` every backend takes. No kernel here.
 
-The checks that need only ``shape`` and ``dtype`` work on any array kind (NumPy, CUDA,
-Dask); :func:`prepare_numpy` also lays NumPy arrays out flat for the CPU kernels.
+:func:`validate` checks everything checkable from ``shape`` and ``dtype`` (so it works on
+NumPy, CUDA and Dask arrays alike) with one set of messages; reading values (the range
+checks) is the kernels' business, except for a float target wider than the input, which
+is checked before it is rounded (:func:`check_unit_interval`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from numbce.losses import Family
 
 REDUCTIONS = ("none", "mean", "sum")
 _REAL_KINDS = "fiub"
@@ -33,7 +39,7 @@ def check_reduction(reduction: str, size_average=None, reduce=None) -> str:
         warnings.warn(
             "size_average and reduce are deprecated, use reduction='none'|'mean'|'sum'",
             DeprecationWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         size_average = True if size_average is None else size_average
         reduce = True if reduce is None else reduce
@@ -43,14 +49,6 @@ def check_reduction(reduction: str, size_average=None, reduce=None) -> str:
             f"reduction must be one of 'none', 'mean', 'sum', got {reduction!r}"
         )
     return reduction
-
-
-def check_label_smoothing(label_smoothing) -> float:
-    """Return ``label_smoothing`` as a float in [0, 1], else raise ValueError."""
-    value = float(label_smoothing)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return value
 
 
 _COMPUTE_DTYPES = {
@@ -84,10 +82,10 @@ def check_real_dtype(dtype, name: str) -> None:
         raise TypeError(f"{name} must be a real or bool array, got dtype {dtype}")
 
 
-def check_same_shape(input_shape: tuple, target_shape: tuple) -> None:
-    if tuple(input_shape) != tuple(target_shape):
+def check_same_shape(name: str, shape: tuple, input_shape: tuple) -> None:
+    if tuple(input_shape) != tuple(shape):
         raise ValueError(
-            f"target shape {tuple(target_shape)} does not match input shape {tuple(input_shape)}"
+            f"{name} shape {tuple(shape)} does not match input shape {tuple(input_shape)}"
         )
 
 
@@ -102,19 +100,6 @@ def check_broadcastable(name: str, shape: tuple, input_shape: tuple) -> None:
             f"{name} of shape {tuple(shape)} cannot be broadcast to input shape "
             f"{tuple(input_shape)}"
         )
-
-
-def check_grad_output(grad_output, input_shape: tuple, reduction: str):
-    """A scalar, or for ``'none'`` also an array of the input's shape."""
-    if isinstance(grad_output, (int, float)) or np.ndim(grad_output) == 0:
-        return grad_output
-    if reduction != "none":
-        raise ValueError(
-            f"grad_output must be a scalar for reduction={reduction!r}, "
-            f"got shape {np.shape(grad_output)}"
-        )
-    check_same_shape(input_shape, np.shape(grad_output))
-    return grad_output
 
 
 class OutOfRangeError(ValueError):
@@ -153,25 +138,47 @@ def check_unit_interval(
         )
 
 
-@dataclass(slots=True)
-class Problem:
-    """Validated NumPy inputs, flat and contiguous, in the compute dtype.
+def is_wider(dtype, than: np.dtype) -> bool:
+    """A float ``dtype`` whose values could round into [0, 1] in the compute dtype."""
+    return dtype.kind == "f" and dtype.itemsize > than.itemsize
 
-    ``weight``, ``pos_weight`` and ``grad_output`` are a float or a flat array of ``x.size``.
+
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """Which results a call asks for."""
+
+    loss: bool = False
+    grad: bool = False
+    hess: bool = False
+
+
+@dataclass(slots=True)
+class Request:
+    """One validated call, for any backend.
+
+    ``input`` and ``target`` are arrays of the caller's kind (checked: dtypes, same shape);
+    ``weight``, ``pos_weight`` and ``grad_output`` are a float or an array of that kind (or
+    NumPy) checked broadcastable (``grad_output``: the input's shape, 'none' only);
+    ``params`` the family's kernel parameters; ``dtype`` the compute dtype and
+    ``result_dtype`` the dtype of every result.
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    weight: float | np.ndarray
-    pos_weight: float | np.ndarray
-    grad_output: float | np.ndarray
+    family: Family
+    outputs: Outputs
+    input: Any
+    target: Any
+    weight: float | Any
+    pos_weight: float | Any
+    grad_output: float | Any
     shape: tuple
+    size: int
+    dtype: np.dtype
     result_dtype: np.dtype
     reduction: str
-    label_smoothing: float
+    params: tuple
 
     def shaped(self, result):
-        """A flat kernel result in the user's shape and dtype (a NumPy scalar if reduced)."""
+        """A flat NumPy result in the caller's shape and dtype (a NumPy scalar if reduced)."""
         if result is None:
             return None
         result_type = self.result_dtype.type
@@ -184,57 +191,96 @@ class Problem:
         )
 
 
-def _flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if a.dtype == dtype and a.flags.c_contiguous:
-        return a if a.ndim == 1 else a.reshape(-1)
-    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
-
-
-def _scalar_or_flat(name: str, value, shape: tuple, dtype: np.dtype):
-    """A float when ``value`` is None or holds one value, else a flat full-size array."""
+def _operand(name: str, value, shape: tuple, check=check_broadcastable):
+    """None is 1; one real number is a float; an array (any kind) is checked (``check(name,
+    its shape, shape)``) and kept, a NumPy array of one element becoming a float."""
     if value is None:
         return 1.0
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    value = np.asarray(value)
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        value = np.asarray(value)
     check_real_dtype(value.dtype, name)
-    check_broadcastable(name, value.shape, shape)
-    if value.size == 1:
+    if isinstance(value, (np.ndarray, np.generic)) and value.ndim == 0:
+        return float(value)
+    check(name, tuple(value.shape), shape)
+    if isinstance(value, np.ndarray) and value.size == 1:
         return float(value.reshape(()))
-    return _flat(np.broadcast_to(value, shape), dtype)
+    return value
 
 
-def prepare_numpy(
+def validate(
+    family: Family,
+    outputs: Outputs,
     input,
     target,
     *,
     weight=None,
     pos_weight=None,
     reduction: str = "mean",
-    label_smoothing: float = 0.0,
     grad_output=1.0,
-) -> Problem:
-    """Check everything checkable without reading values; return the flat :class:`Problem`."""
-    x = input if type(input) is np.ndarray else np.asarray(input)
-    y = target if type(target) is np.ndarray else np.asarray(target)
-    dtype = compute_dtype(x.dtype)
-    if y.dtype != dtype:
-        check_real_dtype(y.dtype, "target")
-        if y.dtype.kind == "f" and y.dtype.itemsize > dtype.itemsize:
-            check_unit_interval("target", y)  # before rounding could bring it inside
-    if x.shape != y.shape:
-        check_same_shape(x.shape, y.shape)
-    if reduction not in REDUCTIONS:
-        reduction = check_reduction(reduction)
-    grad_output = check_grad_output(grad_output, x.shape, reduction)
-    return Problem(
-        x=_flat(x, dtype),
-        y=_flat(y, dtype),
-        weight=_scalar_or_flat("weight", weight, x.shape, dtype),
-        pos_weight=_scalar_or_flat("pos_weight", pos_weight, x.shape, dtype),
-        grad_output=_scalar_or_flat("grad_output", grad_output, x.shape, dtype),
-        shape=x.shape,
-        result_dtype=x.dtype if x.dtype.isnative else x.dtype.newbyteorder("="),
-        reduction=reduction,
-        label_smoothing=check_label_smoothing(label_smoothing),
+    size_average=None,
+    reduce=None,
+    **options,
+) -> Request:
+    """Check one call of ``family``; ``input``/``target`` are arrays of one kind (NumPy
+    arrays already converted). A NumPy float target wider than the input is range-checked
+    here, before rounding could bring it into [0, 1]."""
+    dtype = compute_dtype(input.dtype)
+    check_real_dtype(target.dtype, "target")
+    shape = tuple(input.shape)
+    check_same_shape("target", tuple(target.shape), shape)
+    if isinstance(target, np.ndarray) and is_wider(target.dtype, dtype):
+        check_unit_interval("target", target)
+    if reduction not in REDUCTIONS or size_average is not None or reduce is not None:
+        reduction = check_reduction(reduction, size_average, reduce)
+    if reduction != "none" and grad_output is not None and np.ndim(grad_output):
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}, "
+            f"got shape {tuple(np.shape(grad_output))}"
+        )
+    grad_output = _operand("grad_output", grad_output, shape, check_same_shape)
+    values = {option.name: option.check(options.pop(option.name, option.default))
+              for option in family.options}  # fmt: skip
+    if options:
+        raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
+    result_dtype = (
+        input.dtype if input.dtype.isnative else input.dtype.newbyteorder("=")
     )
+    return Request(
+        family=family,
+        outputs=outputs,
+        input=input,
+        target=target,
+        weight=_operand("weight", weight, shape),
+        pos_weight=_operand("pos_weight", pos_weight, shape)
+        if family.pos_weight
+        else 1.0,
+        grad_output=grad_output,
+        shape=shape,
+        size=math.prod(shape),
+        dtype=dtype,
+        result_dtype=np.dtype(result_dtype),
+        reduction=reduction,
+        params=tuple(family.params(**values)),
+    )
+
+
+def exact_sum(partials) -> float:
+    """``math.fsum`` of float64 partial sums; a total beyond the float64 range is +-inf
+    (nan for inf - inf), never fsum's OverflowError: the partials are then summed scaled
+    down by a power of two (exact) and the result scaled back."""
+    try:
+        return math.fsum(partials)
+    except OverflowError:
+        partials = np.asarray(partials, dtype=np.float64)
+        scale = 2.0 ** (int(partials.size).bit_length() + 1)
+        with np.errstate(over="ignore"):
+            return float(np.float64(math.fsum(partials / scale)) * scale)
+
+
+def finish(total: float, size: int, reduction: str) -> float:
+    """The reduced loss from the exact float64 sum: itself, or over ``size`` (nan if 0)."""
+    if reduction == "sum":
+        return total
+    return total / size if size else math.nan

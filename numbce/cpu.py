@@ -1,266 +1,314 @@
-"""CPU kernels: Numba loops over flat arrays, generated from one definition.
+"""CPU backend: Numba loops over flat arrays, one kernel definition for every family and
+variant.
 
-One kernel body serves every variant. :func:`_kernel` closes over compile-time flags
-(which family, whether the loss is stored elementwise and/or reduced, whether the gradient
-is stored, which optional operands are arrays rather than scalars, serial or parallel);
-Numba folds the flags, so each variant carries only the work it asks for.
+:func:`_kernel` compiles the loop for one :class:`Variant` (a frozen dataclass: the family,
+the dtype, which results are stored or reduced, how each operand is laid out, serial or
+parallel) around the family's per-element formulas; the flags are compile-time constants,
+so each variant carries only the work it asks for.
 
-The data is cut into fixed blocks of :data:`BLOCK` elements. Each block sums its losses in
-float64 and records out-of-range inputs in flags (``blocks_out[:, b]``); the driver then
-sums the partials in order, so the result is bit-identical for any thread count.
+Determinism: the data is cut into fixed blocks of :data:`numbce._config.BLOCK` elements;
+each block sums its losses in float64 in a fixed order (:func:`_lane_sum`) and records
+out-of-range values in flags; the partials are then added with ``math.fsum``. No fastmath
+flag is used (no reassociation, no contraction of ``a*b + c`` into an FMA, which LLVM
+decides differently per CPU and even per compilation of the same code), so the bits are
+the same for any thread count, any x86-64 CPU, and a fresh or cached compile. Each variant
+has its own cache file, keyed by the variant and a hash of the sources it is built from.
+
+Threads: Numba's ``workqueue`` threading layer (what an install without OpenMP or TBB
+gets) aborts the process when two threads launch parallel kernels at once, so parallel
+launches take :data:`PARALLEL_LAUNCH`; serial kernels (small inputs) run concurrently
+without the GIL.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import hashlib
+import pathlib
+import threading
+import types
+from dataclasses import astuple, dataclass
 
 import numba
 import numpy as np
 
-from numbce import _formulas, _vectormath
-from numbce._validate import Problem, check_unit_interval
-
-BLOCK = 4096
-"""Elements per reduction block (fixed: results do not depend on the thread count)."""
-_BLOCK_U = np.uint64(BLOCK)
-
-PARALLEL_THRESHOLD = 2 * BLOCK
-"""From two blocks on, the parallel kernel is used: measured on 2 cores, two threads already
-halve the time of 8192 elements (the OpenMP launch costs about 2 us, one block 12-30 us)."""
+from numbce import _config, _validate, _vectormath
+from numbce._validate import Request
+from numbce.losses import FAMILIES, Primitives
 
 BAD_INPUT, BAD_TARGET = 1, 2
-"""Bits of a block's flags: a probability (family 'probs') or a target outside [0, 1]."""
+"""Bits of a block's flags: an input (where range-checked) or a target outside [0, 1]."""
+
+SCALAR, ROW, FULL = "scalar", "row", "full"
+"""Operand layouts: one value; one value per column of the last axis (indexed in the
+kernel, never copied out to the input's size); a flat array of the input's size."""
+
+PARALLEL_LAUNCH = threading.Lock()
+"""Held while a parallel kernel runs (see the module docstring)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _INLINE = {"nogil": True, "error_model": "numpy", "inline": "always"}
-"""Per-element functions are inlined in Numba's IR, so LLVM sees one loop body it can
-vectorize. They take the kernel's flags: kernels allow only 'contract' (a*b + c fused into
-one FMA, which removes a rounding and breaks no compensated step)."""
-_KERNEL_FASTMATH = {"contract"}
 
-
-def _element_functions(fmt: _vectormath.Format):
-    """``(logits_element, probs_element)``, each ``(x, y, q, w, label_smoothing) -> (loss,
-    grad, input_ok, target_ok)`` in ``fmt``'s type over the vectorizable primitives
-    (``probs_element`` ignores ``q`` and ``label_smoothing``; logits are always ok)."""
-    formulas = _formulas.make(fmt.real, *_vectormath.make(fmt))
-    smooth_target, is_unit_interval, logits_loss_grad, probs_loss_grad = (
-        numba.njit(**_INLINE)(f)
-        for f in (
-            formulas.smooth_target,
-            formulas.is_unit_interval,
-            formulas.logits_loss_grad,
-            formulas.probs_loss_grad,
-        )
+_SOURCES = ("cpu.py", "_formulas.py", "_vectormath.py", "losses")
+_SOURCE_HASH = hashlib.sha1(
+    b"".join(
+        path.read_bytes()
+        for name in _SOURCES
+        for path in sorted((pathlib.Path(__file__).parent / name).glob("**/*.py"))
+        or [pathlib.Path(__file__).parent / name]
     )
-
-    @numba.njit(**_INLINE)
-    def logits_element(x, y, q, w, label_smoothing):
-        loss, grad = logits_loss_grad(x, smooth_target(y, label_smoothing), q, w)
-        return loss, grad, True, is_unit_interval(y)
-
-    @numba.njit(**_INLINE)
-    def probs_element(x, y, q, w, label_smoothing):
-        loss, grad = probs_loss_grad(x, y, w)
-        return loss, grad, is_unit_interval(x), is_unit_interval(y)
-
-    return logits_element, probs_element
+).hexdigest()[:12]
+"""Numba's cache checks only the file of the function it compiles; the kernels inline
+code from these files too, so their hash keys every cache entry."""
 
 
-_logits_element32, _probs_element32 = _element_functions(_vectormath.FLOAT32)
-_logits_element64, _probs_element64 = _element_functions(_vectormath.FLOAT64)
+@dataclass(frozen=True)
+class Variant:
+    """Everything a compiled kernel depends on besides the argument types."""
 
-
-@numba.njit(fastmath={"reassoc"}, **_JIT)
-def _sum64(values, count):
-    """float64 sum of ``values[:count]``; LLVM may reorder it (SIMD lanes), the formulas
-    elsewhere keep strict IEEE arithmetic (fastmath flags stay with their function)."""
-    total = 0.0
-    for i in range(count):
-        total += values[i]
-    return total
+    family: str
+    dtype: str
+    store_loss: bool
+    reduce_loss: bool
+    store_grad: bool
+    store_hess: bool
+    weight: str
+    pos_weight: str
+    grad_output_array: bool
+    parallel: bool
 
 
 @functools.cache
-def _kernel(
-    single: bool,
-    logits: bool,
-    store_loss: bool,
-    reduce_loss: bool,
-    store_grad: bool,
-    weight_array: bool,
-    pos_weight_array: bool,
-    grad_output_array: bool,
-    parallel: bool,
-):
-    """Compile-on-first-use kernel for one combination of flags.
+def _primitives(dtype: str) -> Primitives:
+    fmt = _vectormath.FLOAT32 if dtype == "float32" else _vectormath.FLOAT64
+    return Primitives(fmt.real, *_vectormath.make(fmt), jit=numba.njit(**_INLINE))
 
-    Arguments of the returned function (flat arrays of the compute dtype, float32 if
-    ``single`` else float64; an operand whose flag is off is ignored and may be any
-    1-element array): ``x, y, weight, pos_weight, grad_output`` inputs; ``scalars`` =
-    ``[pos_weight, weight, label_smoothing, grad_scale]`` (the values used where the operand
-    is not an array); ``loss_out, grad_out`` outputs
-    of ``x.size``; ``blocks_out`` (float64, shape (2, number of blocks)): each block's loss
-    sum and its range-check flags.
+
+@functools.cache
+def _element(family: str, dtype: str):
+    return FAMILIES[family].element(_primitives(dtype))
+
+
+@numba.njit(**_INLINE)
+def _lane_sum(values, count):
+    """float64 sum of ``values[:count]`` in a fixed order: eight interleaved partial sums
+    (lane j adds elements j, j+8, ...; they fill SIMD registers without reassociation),
+    combined pairwise, then the remainder."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    full = count - count % 8
+    for i in range(0, full, 8):
+        s0 += values[i]
+        s1 += values[i + 1]
+        s2 += values[i + 2]
+        s3 += values[i + 3]
+        s4 += values[i + 4]
+        s5 += values[i + 5]
+        s6 += values[i + 6]
+        s7 += values[i + 7]
+    rest = 0.0
+    for i in range(full, count):
+        rest += values[i]
+    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + rest
+
+
+@functools.cache
+def _kernel(variant: Variant):
+    """The compiled kernel of ``variant``.
+
+    Arguments: ``x, y`` flat arrays of the compute dtype; ``weight, pos_weight`` flat arrays
+    laid out per the variant (any 1-element array where SCALAR); ``grad_output`` a flat
+    array (ignored unless ``grad_output_array``); ``scalars = [weight, pos_weight,
+    grad_scale]`` (used where the operand is SCALAR; ``grad_scale`` multiplies every
+    derivative); ``params`` the family's parameters (a tuple); ``row`` the length of the
+    last axis (the period of ROW operands); ``loss_out, grad_out, hess_out`` outputs of
+    ``x.size`` (any 1-element array where not stored); ``blocks_out`` float64 of shape
+    (2, number of blocks): each block's loss sum and range flags.
     """
+    family = FAMILIES[variant.family]
+    real = np.float32 if variant.dtype == "float32" else np.float64
+    zero, one = real(0.0), real(1.0)
+    block, block_u = _config.BLOCK, np.uint64(_config.BLOCK)
+    blocks = numba.prange if variant.parallel else range
+    check_input = family.input_in_unit_interval
+    store_loss, reduce_loss = variant.store_loss, variant.reduce_loss
+    store_grad, store_hess = variant.store_grad, variant.store_hess
+    weight_full, weight_row = variant.weight == FULL, variant.weight == ROW
+    pos_weight_full, pos_weight_row = (
+        variant.pos_weight == FULL,
+        variant.pos_weight == ROW,
+    )
+    rowwise = weight_row or pos_weight_row
+    grad_output_array = variant.grad_output_array
 
-    blocks = numba.prange if parallel else range  # also keys Numba's cache per variant
-
-    def kernel(
-        x,
-        y,
-        weight,
-        pos_weight,
-        grad_output,
-        scalars,
-        loss_out,
-        grad_out,
-        blocks_out,
-    ):
-        pos_weight_value, weight_value, label_smoothing, grad_scale = scalars
+    def kernel(x, y, weight, pos_weight, grad_output, scalars, params, row,
+               loss_out, grad_out, hess_out, blocks_out):  # fmt: skip
+        weight_value, pos_weight_value, grad_scale = scalars[0], scalars[1], scalars[2]
         n = np.uint64(x.size)
+        row_u = np.uint64(row)
         for b in blocks(blocks_out.shape[1]):
-            # Unsigned indices: Numba then emits no negative-index wraparound, which would
-            # turn every load into a gather.
-            start = np.uint64(b) * _BLOCK_U
-            stop = min(start + _BLOCK_U, n)
+            # Unsigned indices: no negative-index wraparound, which would turn every load
+            # into a gather.
+            start = np.uint64(b) * block_u
+            stop = min(start + block_u, n)
             # Losses go through an L1-sized buffer, summed after the loop: a float64
             # accumulator inside it would narrow float32 SIMD to the width of float64.
-            block_losses = np.empty(BLOCK if reduce_loss else 0, dtype=x.dtype)
+            block_losses = np.empty(block if reduce_loss else 0, dtype=x.dtype)
             # Boolean accumulators: an integer one would widen the SIMD lanes to 64 bits.
             inputs_ok = True
             targets_ok = True
-            for i in range(start, stop):
-                q = pos_weight[i] if pos_weight_array else pos_weight_value
-                w = weight[i] if weight_array else weight_value
-                # The flags are compile-time constants: Numba drops the other branches.
-                if logits and single:
-                    loss, grad, input_ok, target_ok = _logits_element32(
-                        x[i], y[i], q, w, label_smoothing
+            segment = start
+            while segment < stop:  # one segment, or one per row for ROW operands
+                column = segment % row_u if rowwise else np.uint64(0)
+                segment_stop = min(stop, segment + row_u - column) if rowwise else stop
+                for i in range(segment, segment_stop):
+                    c = column + (i - segment)
+                    w = (
+                        weight[i]
+                        if weight_full
+                        else (weight[c] if weight_row else weight_value)
                     )
-                elif logits:
-                    loss, grad, input_ok, target_ok = _logits_element64(
-                        x[i], y[i], q, w, label_smoothing
+                    q = (pos_weight[i] if pos_weight_full
+                         else (pos_weight[c] if pos_weight_row else pos_weight_value))  # fmt: skip
+                    xi, yi = x[i], y[i]
+                    loss, grad, hess = element(xi, yi, w, q, params)  # noqa: F821 (global below)
+                    if check_input:
+                        inputs_ok &= (xi >= zero) & (xi <= one)
+                    targets_ok &= (yi >= zero) & (yi <= one)
+                    if reduce_loss:
+                        block_losses[i - start] = loss
+                    if store_loss:
+                        loss_out[i] = loss
+                    scale = (
+                        grad_output[i] * grad_scale if grad_output_array else grad_scale
                     )
-                elif single:
-                    loss, grad, input_ok, target_ok = _probs_element32(
-                        x[i], y[i], q, w, label_smoothing
-                    )
-                else:
-                    loss, grad, input_ok, target_ok = _probs_element64(
-                        x[i], y[i], q, w, label_smoothing
-                    )
-                inputs_ok &= input_ok
-                targets_ok &= target_ok
-                if reduce_loss:
-                    block_losses[i - start] = loss
-                if store_loss:
-                    loss_out[i] = loss
-                if store_grad:
-                    if grad_output_array:
-                        grad *= grad_output[i]
-                    grad_out[i] = grad * grad_scale
+                    if store_grad:
+                        grad_out[i] = grad * scale
+                    if store_hess:
+                        hess_out[i] = hess * scale
+                segment = segment_stop
             blocks_out[0, b] = (
-                _sum64(block_losses, stop - start) if reduce_loss else 0.0
+                lane_sum(block_losses, stop - start)  # noqa: F821 (global below)
+                if reduce_loss
+                else 0.0
             )
             blocks_out[1, b] = BAD_INPUT * (not inputs_ok) + BAD_TARGET * (
                 not targets_ok
             )
 
-    return numba.njit(parallel=parallel, fastmath=_KERNEL_FASTMATH, **_JIT)(kernel)
-
-
-def _raise_range_error(problem: Problem, flags: np.ndarray, logits: bool) -> None:
-    """Find the first offending element (error path only) and raise its ValueError."""
-    checks = [(BAD_TARGET, problem.y, "target")]
-    if not logits:
-        checks.insert(0, (BAD_INPUT, problem.x, "input (probabilities)"))
-    for bit, values, name in checks:
-        bad_blocks = np.flatnonzero(flags & bit)
-        if bad_blocks.size:
-            start = int(bad_blocks[0]) * BLOCK
-            check_unit_interval(
-                name, values[start : start + BLOCK], start, problem.shape
-            )
+    # The family's formulas are globals of this copy of the kernel, not closure cells
+    # (Numba would never find a kernel that closes over a dispatcher in its cache); the
+    # name gives each variant its own cache file.
+    names = {"np": np, "element": _element(variant.family, variant.dtype),
+             "lane_sum": _lane_sum, "BAD_INPUT": BAD_INPUT, "BAD_TARGET": BAD_TARGET,
+             "__name__": __name__}  # fmt: skip
+    function = types.FunctionType(
+        kernel.__code__, names, "kernel", None, kernel.__closure__
+    )
+    key = hashlib.sha1(repr((astuple(variant), _SOURCE_HASH)).encode()).hexdigest()
+    function.__qualname__ = f"kernel_{variant.family}_{key[:16]}"
+    return numba.njit(parallel=variant.parallel, **_JIT)(function)
 
 
 _PLACEHOLDER = {np.dtype(t): np.ones(1, dtype=t) for t in (np.float32, np.float64)}
-"""Stand-in for the operands and outputs a kernel variant ignores (no allocation per call;
-the same array type as real ones, so it adds no compiled variants; never written)."""
+"""Stand-in for the operands and outputs a variant ignores (no allocation per call; the
+same array type as real ones, so it adds no compiled variants; never written)."""
 
 
-def _operand(value, dtype) -> tuple[bool, float, np.ndarray]:
-    """``(is_array, scalar, array)`` for a float or flat array operand of a kernel."""
-    if type(value) is float:
-        return False, value, _PLACEHOLDER[dtype]
-    return True, 1.0, value
+def _flat(a, dtype: np.dtype) -> np.ndarray:
+    a = a if type(a) is np.ndarray else np.asarray(a)
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return a if a.ndim == 1 else a.reshape(-1)
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
-def run(problem: Problem, *, logits: bool, want_loss: bool, want_grad: bool):
-    """Run one pass of the kernel over ``problem``; return ``(loss, grad)`` (None if unwanted).
+def _layout(value, shape: tuple, dtype: np.dtype) -> tuple[str, float, np.ndarray]:
+    """``(layout, scalar, array)`` of a float or array operand broadcastable to ``shape``."""
+    if isinstance(value, float):
+        return SCALAR, value, _PLACEHOLDER[dtype]
+    a = np.asarray(value)
+    if len(shape) > 1 and a.ndim and a.shape[-1] == shape[-1] and a.size == shape[-1]:
+        return ROW, 1.0, _flat(a, dtype)
+    return FULL, 1.0, _flat(np.broadcast_to(a, shape), dtype)
 
-    ``loss`` is reduced per ``problem.reduction`` (a float64 sum or mean, accumulated in
-    float64, for 'mean'/'sum'; a flat array of the compute dtype for 'none'); ``grad`` is
-    flat.
-    """
-    x = problem.x
-    n = x.size
-    dtype = x.dtype
-    weight_array, weight_scalar, weight = _operand(problem.weight, dtype)
-    pos_weight_array, pos_weight_value, pos_weight = _operand(problem.pos_weight, dtype)
-    grad_output_array, grad_output_scalar, grad_output = _operand(
-        problem.grad_output, dtype
+
+def _raise_range_error(request: Request, x, y, flags: np.ndarray) -> None:
+    """Find the first offending element (error path only) and raise its ValueError."""
+    checks = [(BAD_TARGET, y, "target")]
+    if request.family.input_in_unit_interval:
+        checks.insert(0, (BAD_INPUT, x, request.family.input_name))
+    block = _config.BLOCK
+    for bit, values, name in checks:
+        bad_blocks = np.flatnonzero(flags & bit)
+        if bad_blocks.size:
+            start = int(bad_blocks[0]) * block
+            _validate.check_unit_interval(
+                name, values[start : start + block], start, request.shape
+            )
+
+
+def run(request: Request):
+    """One pass of the kernel over a NumPy ``request``: flat ``(loss, grad, hess)``, each
+    None unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
+    float64), else a flat array of the compute dtype, like ``grad`` and ``hess``."""
+    dtype, n, outputs = request.dtype, request.size, request.outputs
+    x = _flat(request.input, dtype)
+    y = _flat(request.target, dtype)
+    weight_layout, weight_value, weight = _layout(request.weight, request.shape, dtype)
+    pos_weight_layout, pos_weight_value, pos_weight = _layout(
+        request.pos_weight, request.shape, dtype
     )
-
-    store_loss = want_loss and problem.reduction == "none"
-    reduce_loss = want_loss and not store_loss
-    grad_scale = grad_output_scalar
-    if problem.reduction == "mean" and n:
+    grad_output_array = not isinstance(request.grad_output, float)
+    grad_scale = 1.0 if grad_output_array else request.grad_output
+    if request.reduction == "mean" and n:
         grad_scale /= n
-
-    kernel = _kernel(
-        dtype == np.float32,
-        logits,
-        store_loss,
-        reduce_loss,
-        want_grad,
-        weight_array,
-        pos_weight_array and logits,
-        grad_output_array and want_grad,
-        n >= PARALLEL_THRESHOLD,
+    store_loss = outputs.loss and request.reduction == "none"
+    reduce_loss = outputs.loss and not store_loss
+    derivatives = outputs.grad or outputs.hess
+    variant = Variant(
+        family=request.family.name,
+        dtype=dtype.name,
+        store_loss=store_loss,
+        reduce_loss=reduce_loss,
+        store_grad=outputs.grad,
+        store_hess=outputs.hess,
+        weight=weight_layout,
+        pos_weight=pos_weight_layout,
+        grad_output_array=grad_output_array and derivatives,
+        parallel=n >= _config.PARALLEL_THRESHOLD,
     )
-    nblocks = -(-n // BLOCK)
-    scalars = np.array(
-        [pos_weight_value, weight_scalar, problem.label_smoothing, grad_scale],
-        dtype=dtype,
+    kernel = _kernel(variant)
+    nblocks = -(-n // _config.BLOCK)
+    real = dtype.type
+    scalars = np.array([weight_value, pos_weight_value, grad_scale], dtype=dtype)
+    params = tuple(real(p) for p in request.params)
+    placeholder = _PLACEHOLDER[dtype]
+    loss_out = np.empty(n, dtype=dtype) if store_loss else placeholder
+    grad_out = np.empty(n, dtype=dtype) if outputs.grad else placeholder
+    hess_out = np.empty(n, dtype=dtype) if outputs.hess else placeholder
+    grad_output = (
+        _flat(request.grad_output, dtype) if variant.grad_output_array else placeholder
     )
-    loss_out = np.empty(n, dtype=dtype) if store_loss else _PLACEHOLDER[dtype]
-    grad_out = np.empty(n, dtype=dtype) if want_grad else _PLACEHOLDER[dtype]
     blocks_out = np.empty((2, nblocks))
-    kernel(
-        x,
-        problem.y,
-        weight,
-        pos_weight,
-        grad_output,
-        scalars,
-        loss_out,
-        grad_out,
-        blocks_out,
-    )
+    arguments = (x, y, weight, pos_weight, grad_output, scalars, params,
+                 request.shape[-1] if request.shape else 1,
+                 loss_out, grad_out, hess_out, blocks_out)  # fmt: skip
+    if variant.parallel:
+        with PARALLEL_LAUNCH:
+            kernel(*arguments)
+    else:
+        kernel(*arguments)
     # One block (small inputs) is read by index: no views, no NumPy reductions.
-    if (
-        (blocks_out[1, 0] if nblocks == 1 else blocks_out[1].any())
-        if nblocks
-        else False
-    ):
-        _raise_range_error(problem, blocks_out[1].astype(np.uint8), logits)
+    if nblocks and (blocks_out[1, 0] if nblocks == 1 else blocks_out[1].any()):
+        _raise_range_error(request, x, y, blocks_out[1].astype(np.uint8))
 
     loss = None
     if store_loss:
         loss = loss_out
     elif reduce_loss:
-        total = blocks_out[0, 0] if nblocks == 1 else math.fsum(blocks_out[0])
-        loss = total if problem.reduction == "sum" else (total / n if n else math.nan)
-    return loss, (grad_out if want_grad else None)
+        total = blocks_out[0, 0] if nblocks == 1 else _validate.exact_sum(blocks_out[0])
+        loss = _validate.finish(total, n, request.reduction)
+    return (
+        loss,
+        grad_out if outputs.grad else None,
+        hess_out if outputs.hess else None,
+    )

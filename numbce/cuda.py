@@ -2,20 +2,22 @@
 
 :func:`compute` is the GPU backend of :mod:`numbce.functional`: it takes arrays exposing
 ``__cuda_array_interface__`` (Numba device arrays, CuPy arrays, PyTorch CUDA tensors) or the
-CUDA simulator's arrays, checks them with :mod:`numbce._validate` (the CPU's messages) and
-runs one fused pass of a kernel from :func:`_kernel`. The per-element math is
-:mod:`numbce._formulas`, compiled with ``cuda.jit(device=True)`` over ``math.exp``,
-``math.log`` and ``math.log1p`` (libdevice): the CPU kernels' formulas, not a copy.
+CUDA simulator's arrays, checks them with :func:`numbce._validate.validate` (the CPU's
+request and messages) and runs one fused pass of a kernel from :func:`_kernel`. The
+per-element math is each family's ``element`` (:mod:`numbce.losses`), compiled with
+``cuda.jit(device=True)`` over ``math.exp``, ``math.log`` and ``math.log1p`` (libdevice):
+the CPU kernels' formulas, not a copy.
 
-One pass, one launch of at most :data:`BLOCKS_PER_SM` blocks per multiprocessor of
-:data:`THREADS_PER_BLOCK` threads; each thread walks the data with the grid's stride:
+One pass, one launch of at most :data:`numbce._config.BLOCKS_PER_SM` blocks per
+multiprocessor of :data:`numbce._config.THREADS_PER_BLOCK` threads; each thread walks the data with the grid's stride:
 
-* it reads ``x[i]`` and ``y[i]`` once (casting them, and the weights, to the compute dtype
-  in registers), writes ``grad[i]`` (and the elementwise loss for ``'none'``) once, and adds
-  its losses into a float64 register;
+* it reads ``x[i]`` and ``y[i]`` once (range-checking the target in its own dtype, then
+  casting it, and the weights, to the compute dtype in registers), writes each result asked
+  for once, and adds its losses into a float64 register;
 * each block sums its threads' float64 sums with a fixed shared-memory tree into
   ``partial[block]``; the host adds the partials with ``math.fsum`` (as the CPU does), so a
   result is the same on every call on the same device, and no second pass reads the data;
+* a per-column operand (``pos_weight`` of shape (C,)) is read at ``i % C``, never copied out;
 * a thread keeps the first index at which a probability or target is outside [0, 1] and
   ends with one ``atomic.min`` into ``first_bad``: the host then raises the CPU's ValueError
   for the first offending element, copying that one value back.
@@ -41,17 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from numbce import _formulas, _validate
-
-THREADS_PER_BLOCK = 256
-"""Threads per block (a power of two: the block sum is a halving tree). Tests patch it."""
-
-BLOCKS_PER_SM = 8
-"""Blocks per multiprocessor: 8 x 256 threads fill an SM of 2048; the threads then stride."""
-
-MAX_BLOCKS: int | None = None
-"""If set, the grid's size limit instead of ``BLOCKS_PER_SM`` x the SM count (tests patch it
-so that tiny arrays still span several blocks and each thread loops)."""
+from numbce import _config, _validate, cpu
+from numbce._validate import Outputs
+from numbce.losses import Family, Primitives
 
 cuda: Any = None
 """``numba.cuda``, set by :func:`_require_cuda`. The kernels must find it among this
@@ -97,67 +91,46 @@ def _ieee(function):
 
 
 @functools.cache
-def _device_formulas(single: bool, simulator: bool):
-    """:func:`numbce._formulas.make` for one dtype, compiled as CUDA device functions."""
+def _element(family: Family, single: bool, simulator: bool):
+    """``family``'s per-element formulas for one dtype, compiled as a CUDA device function."""
     if simulator:
         primitives = _ieee(np.exp), _ieee(np.log), _ieee(np.log1p)
     else:
         primitives = math.exp, math.log, math.log1p
     real = np.float32 if single else np.float64
-    formulas = _formulas.make(real, *primitives)
-    return {
-        name: cuda.jit(device=True)(function)
-        for name, function in vars(formulas).items()
-    }
+    return family.element(Primitives(real, *primitives, jit=cuda.jit(device=True)))
 
 
 @functools.cache
-def _kernel(
-    single: bool,
-    logits: bool,
-    store_loss: bool,
-    reduce_loss: bool,
-    store_grad: bool,
-    weight_array: bool,
-    pos_weight_array: bool,
-    grad_output_array: bool,
-    threads: int,
-    simulator: bool,
-):
-    """The kernel for one combination of flags, compiled per argument types on first launch.
+def _kernel(family: Family, variant, threads: int, simulator: bool):
+    """The kernel of one :class:`numbce.cpu.Variant` (its ``parallel`` is ignored), compiled
+    per argument types on first launch.
 
-    Arguments (arrays flat, of ``n`` elements; one whose flag is off is never touched):
-    ``x`` (float16/32/64), ``y`` (any real or bool dtype), ``weight``, ``pos_weight``,
-    ``grad_output`` (any real dtype; each value is cast to the compute dtype, float32 if
-    ``single`` else float64, as on the CPU); the scalars ``pos_weight_value``,
-    ``weight_value`` (used where those operands are not arrays), ``label_smoothing``,
-    ``grad_scale`` of the compute dtype; outputs
-    ``loss_out`` and ``grad_out`` (of ``x``'s dtype), ``partial`` (float64, one per block)
-    and ``first_bad`` (int64: first bad probability index, first bad target index; set to
-    ``n`` before the launch). Launch with ``threads`` threads per block.
+    Arguments (arrays flat; one a variant does not use is never touched): ``x``
+    (float16/32/64), ``y`` (any real or bool dtype: range-checked in it, then cast to the
+    compute dtype, float32 or float64, as on the CPU), ``weight``, ``pos_weight`` (any real
+    dtype: ``n`` elements if FULL, ``row`` if ROW), ``grad_output`` (``n``); the scalars
+    ``weight_value``, ``pos_weight_value`` (used where SCALAR), ``grad_scale`` of the
+    compute dtype; ``params`` the family's parameters; ``row`` the last axis' length;
+    outputs ``loss_out``, ``grad_out``, ``hess_out`` (of ``x``'s dtype), ``partial``
+    (float64, one per block) and ``first_bad`` (int64: first bad input index, first bad
+    target index; set to ``n`` before the launch). Launch with ``threads`` threads per block.
     """
     if threads < 1 or threads & (threads - 1):
         raise ValueError(f"threads per block must be a power of two, got {threads}")
-    real = np.float32 if single else np.float64
-    f = _device_formulas(single, simulator)
-    smooth_target, is_unit_interval = f["smooth_target"], f["is_unit_interval"]
-    logits_loss_grad, probs_loss_grad = f["logits_loss_grad"], f["probs_loss_grad"]
+    real = np.float32 if variant.dtype == "float32" else np.float64
+    element = _element(family, variant.dtype == "float32", simulator)
+    check_input = family.input_in_unit_interval
+    store_loss, reduce_loss = variant.store_loss, variant.reduce_loss
+    store_grad, store_hess = variant.store_grad, variant.store_hess
+    weight_full, weight_row = variant.weight == "full", variant.weight == "row"
+    pos_weight_full = variant.pos_weight == "full"
+    pos_weight_row = variant.pos_weight == "row"
+    grad_output_array = variant.grad_output_array
 
-    def kernel(
-        x,
-        y,
-        weight,
-        pos_weight,
-        grad_output,
-        pos_weight_value,
-        weight_value,
-        label_smoothing,
-        grad_scale,
-        loss_out,
-        grad_out,
-        partial,
-        first_bad,
-    ):
+    def kernel(x, y, weight, pos_weight, grad_output, weight_value, pos_weight_value,
+               grad_scale, params, row, loss_out, grad_out, hess_out, partial,
+               first_bad):  # fmt: skip
         n = x.size
         bad_input = n
         bad_target = n
@@ -165,27 +138,35 @@ def _kernel(
         for i in range(cuda.grid(1), n, cuda.gridsize(1)):
             # The flags are compile-time constants: the other branches are compiled out.
             xi = real(x[i])
-            yi = real(y[i])
-            w = real(weight[i]) if weight_array else weight_value
-            if logits:
-                q = real(pos_weight[i]) if pos_weight_array else pos_weight_value
-                loss, grad = logits_loss_grad(
-                    xi, smooth_target(yi, label_smoothing), q, w
-                )
-            else:
-                loss, grad = probs_loss_grad(xi, yi, w)
-                if not is_unit_interval(xi):
-                    bad_input = min(bad_input, i)
-            if not is_unit_interval(yi):
+            target = y[i]
+            if not (
+                (target >= 0) & (target <= 1)
+            ):  # before rounding to the compute dtype
                 bad_target = min(bad_target, i)
+            if check_input and not ((xi >= 0) & (xi <= 1)):
+                bad_input = min(bad_input, i)
+            w = weight_value
+            if weight_full:
+                w = real(weight[i])
+            elif weight_row:
+                w = real(weight[i % row])
+            q = pos_weight_value
+            if pos_weight_full:
+                q = real(pos_weight[i])
+            elif pos_weight_row:
+                q = real(pos_weight[i % row])
+            loss, grad, hess = element(xi, real(target), w, q, params)
             if reduce_loss:
                 total += loss
             if store_loss:
                 loss_out[i] = loss
+            scale = grad_scale
+            if grad_output_array:
+                scale = real(grad_output[i]) * grad_scale
             if store_grad:
-                if grad_output_array:
-                    grad *= real(grad_output[i])
-                grad_out[i] = grad * grad_scale
+                grad_out[i] = grad * scale
+            if store_hess:
+                hess_out[i] = hess * scale
         if bad_input < n:
             cuda.atomic.min(first_bad, 0, bad_input)
         if bad_target < n:
@@ -253,28 +234,32 @@ def _flat(a, shape: tuple, n: int, stream, dtype=None):
     return full.reshape(n)
 
 
-def _operand(name: str, value, shape: tuple, dtype: np.dtype, stream):
-    """``(flat device array of n elements, 1.0)`` or ``(None, scalar)`` for ``value``.
-
-    None is 1; one value (host or device) is a scalar, as on the CPU. A host array is
-    broadcast on the host and copied to the device once; a device array is used in place
-    if it has the full shape and is C-contiguous, else broadcast on the device into a
-    new array of ``dtype``.
-    """
-    if value is None:
-        return None, 1.0
-    n = math.prod(shape)
-    if not _validate.is_cuda_array(value):
-        value = _validate._scalar_or_flat(name, value, shape, dtype)
-        if isinstance(value, float):
-            return None, value
-        return cuda.to_device(value, stream=stream), 1.0
-    value = _as_device(value)
-    _validate.check_real_dtype(value.dtype, name)
-    _validate.check_broadcastable(name, value.shape, shape)
+def _layout(name: str, value, shape: tuple, dtype: np.dtype, stream):
+    """``(layout, scalar, flat device array or None)`` of a validated operand: a float is
+    SCALAR; a one-element array becomes one (copied back if on the device); an array along
+    the last axis (shape (C,), (1, C), ...) is ROW, used in place; any other array is FULL,
+    broadcast on the host (then copied once) or on the device."""
+    if isinstance(value, float):
+        return "scalar", value, None
+    on_device = _validate.is_cuda_array(value)
+    value = _as_device(value) if on_device else np.asarray(value)
     if value.size == 1:
-        return None, float(_to_host(value, stream).reshape(()))
-    return _flat(value, shape, n, stream, dtype), 1.0
+        host = _to_host(value, stream) if on_device else value
+        return "scalar", float(host.reshape(())), None
+    n = math.prod(shape)
+    row = len(shape) > 1 and value.size == shape[-1] == tuple(value.shape)[-1]
+    if row and not on_device:
+        return (
+            "row",
+            1.0,
+            cuda.to_device(np.ascontiguousarray(value.reshape(-1)), stream=stream),
+        )
+    if row and value.is_c_contiguous():
+        return "row", 1.0, value.reshape(value.size)
+    if on_device:
+        return "full", 1.0, _flat(value, shape, n, stream, dtype)
+    full = np.ascontiguousarray(np.broadcast_to(value, shape), dtype=dtype).reshape(-1)
+    return "full", 1.0, cuda.to_device(full, stream=stream)
 
 
 def _empty(like, array, shape: tuple, stream):
@@ -285,64 +270,47 @@ def _empty(like, array, shape: tuple, stream):
     return cuda.device_array(shape, dtype=array.dtype, stream=stream)
 
 
-def _range_error(first_bad: np.ndarray, x, y, n: int, dtype, shape: tuple, stream):
-    """The CPU's ValueError for the first bad probability, else the first bad target."""
+def _range_error(
+    family: Family, first_bad: np.ndarray, x, y, n: int, dtype, shape: tuple, stream
+):
+    """The CPU's ValueError for the first bad input, else the first bad target (named with
+    its value in its own dtype, as the CPU checks a wide target before rounding it)."""
     for index, values, name in (
-        (first_bad[0], x, "input (probabilities)"),
+        (first_bad[0], x, family.input_name),
         (first_bad[1], y, "target"),
     ):
         if index < n:
             index = int(index)
             value = _to_host(values[index : index + 1], stream)[0]
-            return _validate.OutOfRangeError(
-                name, index, dtype.type(value).item(), shape
-            )
+            value = float(value) if name == "target" else dtype.type(value).item()
+            return _validate.OutOfRangeError(name, index, value, shape)
     return None
 
 
 def _max_blocks() -> int:
-    if MAX_BLOCKS is not None:
-        return MAX_BLOCKS
+    if _config.MAX_BLOCKS is not None:
+        return _config.MAX_BLOCKS
     # The simulator's device has no multiprocessor count: one block per "SM" there.
     device = cuda.get_current_device()
-    return BLOCKS_PER_SM * getattr(device, "MULTIPROCESSOR_COUNT", 1)
+    return _config.BLOCKS_PER_SM * getattr(device, "MULTIPROCESSOR_COUNT", 1)
 
 
-def compute(
-    logits: bool,
-    input,
-    target,
-    *,
-    weight=None,
-    pos_weight=None,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    grad_output=1.0,
-    want_loss: bool = True,
-    want_grad: bool = True,
-) -> tuple[Any, Any]:
-    """Loss and/or gradient of binary cross-entropy for GPU arrays; ``(loss, grad)``.
+def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple:
+    """``(loss, grad, hess)`` of ``family`` for GPU arrays (None where not asked for).
 
-    ``logits`` picks the family (``shared/spec/bce.md``): BCE-with-logits
-    ``l = w * (q * y' * softplus(-x) + (1 - y') * softplus(x))``,
-    ``dl/dx = w * ((1 - y') * sigmoid(x) - q * y' * sigmoid(-x))``, or BCE on probabilities
-    ``l = -w * (y * max(log p, -100) + (1 - y) * max(log1p(-p), -100))``,
-    ``dl/dp = w * (p - y) / max(p * (1 - p), 1e-12)`` (``pos_weight`` and
-    ``label_smoothing`` are ignored there).
+    ``input`` and ``target`` are device arrays of one shape (``input`` float16/32/64,
+    float16 computed in float32; ``target`` any real or bool dtype), used in place;
+    ``weight``, ``pos_weight`` and ``grad_output`` may be host or device values (see
+    :func:`_layout`). The launch goes on the stream ``input`` carries (a Numba array's
+    ``stream``, e.g. set with ``.bind(stream)``; PyTorch's current stream for a tensor);
+    other device operands must be ready on it.
 
-    ``input`` and ``target`` are device arrays of one shape (``input`` float16/32/64, float16
-    computed in float32; ``target`` any real or bool dtype), used in place; ``weight``,
-    ``pos_weight`` and ``grad_output`` may be host or device values (see :func:`_operand`).
-    The launch goes on the stream ``input`` carries (a Numba array's ``stream``, e.g. set
-    with ``.bind(stream)``; PyTorch's current stream for a tensor); other device operands
-    must be ready on it.
-
-    Returns ``loss`` (None unless ``want_loss``): for ``'none'`` a Numba device array of the
-    input's shape and dtype, for ``'mean'``/``'sum'`` a NumPy scalar of the input's dtype
-    (sums in float64); ``grad`` (None unless ``want_grad``): a Numba device array of the
-    input's shape and dtype, times 1/N for ``'mean'`` and times ``grad_output``.
-    Raises TypeError/ValueError exactly as the CPU path does, and ValueError for a
-    probability or target outside [0, 1] naming the first offending index and value.
+    Returns ``loss``: for ``'none'`` a Numba device array of the input's shape and dtype,
+    for ``'mean'``/``'sum'`` a NumPy scalar of the input's dtype (sums in float64);
+    ``grad`` and ``hess``: Numba device arrays of the input's shape and dtype, times 1/N for
+    ``'mean'`` and times ``grad_output``. Raises TypeError/ValueError exactly as the CPU
+    path does, and ValueError for a probability or target outside [0, 1] naming the first
+    offending index and value (the one host synchronisation besides fetching a sum).
     """
     _require_cuda()
     if not _validate.is_cuda_array(target):
@@ -352,81 +320,85 @@ def compute(
             "first (e.g. numba.cuda.to_device(target))"
         )
     x_array, y_array = _as_device(input), _as_device(target)
+    request = _validate.validate(family, outputs, x_array, y_array, **options)
     stream = _stream(input, x_array)
-    dtype = _validate.compute_dtype(x_array.dtype)
-    _validate.check_real_dtype(y_array.dtype, "target")
-    shape = tuple(x_array.shape)
-    _validate.check_same_shape(shape, tuple(y_array.shape))
-    reduction = _validate.check_reduction(reduction)
-    grad_output = _validate.check_grad_output(grad_output, shape, reduction)
-    weight, weight_scalar = _operand("weight", weight, shape, dtype, stream)
-    pos_weight, pos_weight_value = _operand(
-        "pos_weight", pos_weight if logits else None, shape, dtype, stream
-    )
-    grad_output, grad_output_scalar = _operand(
-        "grad_output", grad_output, shape, dtype, stream
-    )
-    label_smoothing = _validate.check_label_smoothing(label_smoothing)
-
-    n = math.prod(shape)
-    x = _flat(x_array, shape, n, stream)
-    y = _flat(y_array, shape, n, stream)
-    store_loss = want_loss and reduction == "none"
-    reduce_loss = want_loss and not store_loss
-    grad_scale = grad_output_scalar
-    if reduction == "mean" and n:
+    dtype, shape, n = request.dtype, request.shape, request.size
+    layouts = [
+        _layout(name, value, shape, dtype, stream)
+        for name, value in (
+            ("weight", request.weight),
+            ("pos_weight", request.pos_weight),
+        )
+    ]
+    grad_output_array = not isinstance(request.grad_output, float)
+    grad_scale = 1.0 if grad_output_array else request.grad_output
+    if request.reduction == "mean" and n:
         grad_scale /= n
-    loss_out = _empty(input, x, shape, stream) if store_loss else None
-    grad_out = _empty(input, x, shape, stream) if want_grad else None
+    store_loss = outputs.loss and request.reduction == "none"
+    reduce_loss = outputs.loss and not store_loss
+    loss_out = _empty(input, x_array, shape, stream) if store_loss else None
+    grad_out = _empty(input, x_array, shape, stream) if outputs.grad else None
+    hess_out = _empty(input, x_array, shape, stream) if outputs.hess else None
 
     total = 0.0
     if n:
-        blocks = min(-(-n // THREADS_PER_BLOCK), _max_blocks())
+        x = _flat(x_array, shape, n, stream)
+        y = _flat(y_array, shape, n, stream)
+        grad_output = None
+        if grad_output_array and (outputs.grad or outputs.hess):
+            grad_output = _layout(
+                "grad_output", request.grad_output, shape, dtype, stream
+            )[2]
+        blocks = min(-(-n // _config.THREADS_PER_BLOCK), _max_blocks())
         partial = cuda.device_array(blocks, dtype=np.float64, stream=stream)
         first_bad = cuda.to_device(np.full(2, n, dtype=np.int64), stream=stream)
         dummy = partial  # stands for the arrays a variant does not read or write
         real = dtype.type
-        kernel = _kernel(
-            dtype == np.float32,
-            logits,
-            store_loss,
-            reduce_loss,
-            want_grad,
-            weight is not None,
-            pos_weight is not None,
-            grad_output is not None and want_grad,
-            THREADS_PER_BLOCK,
-            _simulator(),
+        variant = cpu.Variant(
+            family=family.name,
+            dtype=dtype.name,
+            store_loss=store_loss,
+            reduce_loss=reduce_loss,
+            store_grad=outputs.grad,
+            store_hess=outputs.hess,
+            weight=layouts[0][0],
+            pos_weight=layouts[1][0],
+            grad_output_array=grad_output is not None,
+            parallel=False,
         )
+        kernel = _kernel(family, variant, _config.THREADS_PER_BLOCK, _simulator())
         with warnings.catch_warnings():
             # Small inputs need few blocks: that is not the mistake Numba warns about.
             warnings.filterwarnings("ignore", "Grid size .* under-utilization")
-            launch = kernel[blocks, THREADS_PER_BLOCK, stream]
+            launch = kernel[blocks, _config.THREADS_PER_BLOCK, stream]
         launch(
             x,
             y,
-            dummy if weight is None else weight,
-            dummy if pos_weight is None else pos_weight,
+            dummy if layouts[0][2] is None else layouts[0][2],
+            dummy if layouts[1][2] is None else layouts[1][2],
             dummy if grad_output is None else grad_output,
-            real(pos_weight_value),
-            real(weight_scalar),
-            real(label_smoothing),
+            real(layouts[0][1]),
+            real(layouts[1][1]),
             real(grad_scale),
+            tuple(real(p) for p in request.params),
+            shape[-1] if shape else 1,
             loss_out.reshape(n) if store_loss else dummy,
-            grad_out.reshape(n) if want_grad else dummy,
+            grad_out.reshape(n) if outputs.grad else dummy,
+            hess_out.reshape(n) if outputs.hess else dummy,
             partial,
             first_bad,
         )
         first_bad = _to_host(first_bad, stream)
-        error = _range_error(first_bad, x, y, n, dtype, shape, stream)
+        error = _range_error(family, first_bad, x, y, n, dtype, shape, stream)
         if error is not None:
             raise error
         if reduce_loss:
-            total = math.fsum(_to_host(partial, stream))
+            total = _validate.exact_sum(_to_host(partial, stream))
 
     loss = loss_out
     if reduce_loss:
-        loss = x_array.dtype.type(
-            total if reduction == "sum" else (total / n if n else math.nan)
-        )
-    return loss, grad_out
+        with np.errstate(over="ignore"):
+            loss = request.result_dtype.type(
+                _validate.finish(total, n, request.reduction)
+            )
+    return loss, grad_out, hess_out

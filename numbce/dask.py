@@ -8,95 +8,82 @@ on whatever scheduler computes it (threads, processes, ``dask.distributed``).
 * The target, and weight, pos_weight and grad_output arrays (NumPy or Dask), are rechunked
   to the input's chunks (a broadcast axis of length 1 stays one chunk), so every block sees
   exactly the slices it would see in memory and the results are chunked like the input.
-* Each block runs :func:`numbce.cpu.run` once, for the loss and the gradient together.
+* Each block runs :func:`numbce.cpu.run` once, for every result asked for together.
   'mean' and 'sum' are a tree reduction of the blocks' float64 sums (``math.fsum`` at every
   node) divided, for 'mean', by the element count, which is known from the shape: inputs
   with unknown chunk sizes are refused.
 * A probability or target outside [0, 1] raises, when computed, the in-memory ValueError
   with the flat index in the whole array (the first offending element of the first block
   that fails, which on a parallel scheduler need not be the first block).
+* Elementwise results are computed element by element with the same formulas as in memory,
+  so they have the same bits whatever the chunking; 'mean'/'sum' equal the in-memory
+  result to float64 rounding (the block sums are grouped by chunk).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import operator
-import threading
 
 import dask.array as da
 import numpy as np
 
 from numbce import _validate, cpu
+from numbce._validate import Outputs
+from numbce.losses import Family
 
-_PARALLEL_KERNEL = threading.Lock()
-"""Held by a block while it runs the parallel kernel, which already uses every thread Numba
-has: blocks on Dask's threaded scheduler then do not oversubscribe the cores, and Numba's
-'workqueue' threading layer, which aborts the process when two threads launch parallel
-kernels at once, is safe."""
+_OUTPUTS = ("loss", "grad", "hess")
 
 
 def compute(
-    logits: bool,
-    input: da.Array,
-    target,
-    *,
-    weight,
-    pos_weight,
-    reduction: str,
-    label_smoothing: float,
-    grad_output,
-    want_loss: bool,
-    want_grad: bool,
-) -> tuple[da.Array | None, da.Array | None]:
-    """Lazy ``(loss, grad)`` of BCE (``logits=False``) or BCE-with-logits on Dask arrays.
+    family: Family, outputs: Outputs, input, target, **options
+) -> tuple[da.Array | None, da.Array | None, da.Array | None]:
+    """Lazy ``(loss, grad, hess)`` of ``family`` on Dask arrays (None where not asked for).
 
     ``loss`` is a 0-d array of ``input.dtype`` for 'mean'/'sum' (computing to a NumPy scalar:
     ``fsum`` of the blocks' float64 sums, divided by ``input.size`` for 'mean', nan if empty)
-    and an array of ``input``'s shape, dtype and chunks for 'none'; ``grad`` is an array of
-    ``input``'s shape, dtype and chunks, with ``grad_output / input.size`` as the scale for
-    'mean'. Either is None when not wanted. Both come from one task per block, so computing
-    or persisting them together reads the data once.
+    and an array of ``input``'s shape, dtype and chunks for 'none'; the derivatives are
+    arrays of ``input``'s shape, dtype and chunks, with ``grad_output / input.size`` as the
+    scale for 'mean'. All come from one task per block, so computing or persisting them
+    together reads the data once.
     """
     x = _known("input", da.asarray(input))
-    dtype = x.dtype
-    _validate.compute_dtype(dtype)
     y = _known("target", da.asarray(target))
-    _validate.check_real_dtype(y.dtype, "target")
-    _validate.check_same_shape(x.shape, y.shape)
-    reduction = _validate.check_reduction(reduction)
-    grad_output = _validate.check_grad_output(grad_output, x.shape, reduction)
-    weight = _operand("weight", weight, x)
-    pos_weight = _operand("pos_weight", pos_weight, x)
-    grad_output = _operand("grad_output", grad_output, x)
-    label_smoothing = _validate.check_label_smoothing(label_smoothing)
-    count = math.prod(x.shape)
-    if reduction == "mean" and count:
-        grad_output = grad_output / count
-
+    request = _validate.validate(family, outputs, x, y, **options)
+    dtype = request.result_dtype
+    grad_output = request.grad_output
+    if request.reduction == "mean" and request.size and isinstance(grad_output, float):
+        grad_output = grad_output / request.size
+    operands = [
+        value if isinstance(value, float) else _like(_known(name, da.asarray(value)), x)
+        for name, value in (
+            ("weight", request.weight),
+            ("pos_weight", request.pos_weight),
+            ("grad_output", grad_output),
+        )
+    ]
+    family_options = {option.name: options[option.name]
+                      for option in family.options if option.name in options}  # fmt: skip
     empty = np.empty((0,) * x.ndim, dtype=dtype)
-    pairs = da.map_blocks(
+    results = da.map_blocks(
         _block,
         x,
         _like(y, x),
-        weight,
-        pos_weight,
-        grad_output,
-        logits=logits,
-        reduction="none" if reduction == "none" else "sum",
-        label_smoothing=label_smoothing,
-        want_loss=want_loss,
-        want_grad=want_grad,
-        token="bce-with-logits" if logits else "bce",
+        *operands,
+        family=family,
+        outputs=outputs,
+        reduction="none" if request.reduction == "none" else "sum",
+        options=family_options,
+        token=family.name,
         dtype=object,
         meta=empty.astype(object),
     )
-    loss = grad = None
-    if want_loss and reduction == "none":
-        loss = pairs.map_blocks(operator.getitem, 0, token="loss", meta=empty)
-    elif want_loss:
-        partials = pairs.map_blocks(
+    loss = grad = hess = None
+    if outputs.loss and request.reduction == "none":
+        loss = results.map_blocks(operator.getitem, 0, token="loss", meta=empty)
+    elif outputs.loss:
+        partials = results.map_blocks(
             operator.getitem,
             0,
             token="loss-partial",
@@ -108,14 +95,16 @@ def compute(
             chunk=_sum_partials,
             combine=_sum_partials,
             aggregate=functools.partial(
-                _finish, count=count, mean=reduction == "mean", dtype=dtype
+                _finish, size=request.size, reduction=request.reduction, dtype=dtype
             ),
             dtype=dtype,
-            name=f"loss-{reduction}",
+            name=f"loss-{request.reduction}",
         )
-    if want_grad:
-        grad = pairs.map_blocks(operator.getitem, 1, token="grad", meta=empty)
-    return loss, grad
+    if outputs.grad:
+        grad = results.map_blocks(operator.getitem, 1, token="grad", meta=empty)
+    if outputs.hess:
+        hess = results.map_blocks(operator.getitem, 2, token="hess", meta=empty)
+    return loss, grad, hess
 
 
 def _known(name: str, a: da.Array) -> da.Array:
@@ -140,19 +129,6 @@ def _like(a: da.Array, x: da.Array) -> da.Array:
     )
 
 
-def _operand(name: str, value, x: da.Array):
-    """None or a scalar as is (each block takes it whole); an array as a Dask array, checked
-    and chunked like ``x`` by :func:`_like`."""
-    if value is None or (not isinstance(value, da.Array) and np.ndim(value) == 0):
-        if value is not None:
-            _validate.check_real_dtype(np.asarray(value).dtype, name)
-        return value
-    a = _known(name, da.asarray(value))
-    _validate.check_real_dtype(a.dtype, name)
-    _validate.check_broadcastable(name, a.shape, x.shape)
-    return _like(a, x)
-
-
 def _block(
     x: np.ndarray,
     y: np.ndarray,
@@ -160,37 +136,35 @@ def _block(
     pos_weight,
     grad_output,
     *,
-    logits: bool,
+    family: Family,
+    outputs: Outputs,
     reduction: str,
-    label_smoothing: float,
-    want_loss: bool,
-    want_grad: bool,
+    options: dict,
     block_info: dict,
 ) -> tuple:
-    """One block through the CPU kernel: ``(loss, grad)``, the loss as a float64 sum in an
-    array of one element per axis for 'sum', else like the gradient an array of ``x``'s
-    shape and dtype (None when not wanted)."""
-    problem = _validate.prepare_numpy(
-        x,
-        y,
-        weight=weight,
-        pos_weight=pos_weight,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        grad_output=grad_output,
-    )
-    parallel = problem.x.size >= cpu.PARALLEL_THRESHOLD
+    """One block through the CPU kernel: ``(loss, grad, hess)``, the loss as a float64 sum
+    in an array of one element per axis for 'sum', else like the derivatives an array of
+    ``x``'s shape and dtype (None when not asked for). Range errors name the index in the
+    whole array."""
     try:
-        with _PARALLEL_KERNEL if parallel else contextlib.nullcontext():
-            loss, grad = cpu.run(
-                problem, logits=logits, want_loss=want_loss, want_grad=want_grad
-            )
+        request = _validate.validate(
+            family,
+            outputs,
+            x,
+            y,
+            weight=weight,
+            pos_weight=pos_weight if family.pos_weight else None,
+            reduction=reduction,
+            grad_output=grad_output,
+            **options,
+        )
+        loss, grad, hess = cpu.run(request)
     except _validate.OutOfRangeError as error:
         info = block_info[0]
         raise _in_array(error, info["array-location"], info["shape"]) from None
     if reduction == "sum" and loss is not None:
-        return np.full((1,) * x.ndim, loss), problem.shaped(grad)
-    return problem.shaped(loss), problem.shaped(grad)
+        return np.full((1,) * x.ndim, loss), request.shaped(grad), request.shaped(hess)
+    return request.shaped(loss), request.shaped(grad), request.shaped(hess)
 
 
 def _in_array(
@@ -208,17 +182,15 @@ def _in_array(
 
 
 def _sum_partials(partials: np.ndarray, axis=None, keepdims: bool = False):
-    """One node of the tree: ``fsum`` of float64 partial sums (kept as one element per axis
-    with ``keepdims``, as :func:`dask.array.reduction` passes them on)."""
-    total = math.fsum(np.ravel(partials))
+    """One node of the tree: the exact sum of float64 partial sums (kept as one element per
+    axis with ``keepdims``, as :func:`dask.array.reduction` passes them on)."""
+    total = _validate.exact_sum(np.ravel(partials))
     return np.full((1,) * partials.ndim, total) if keepdims else total
 
 
 def _finish(
-    partials: np.ndarray, axis=None, keepdims: bool = False, *, count, mean, dtype
+    partials: np.ndarray, axis=None, keepdims: bool = False, *, size, reduction, dtype
 ) -> np.floating:
-    """The root: the total, over ``count`` for a mean (nan if empty), as a ``dtype`` scalar."""
-    total = _sum_partials(partials)
-    if mean:
-        total = total / count if count else math.nan
-    return dtype.type(total)
+    """The root: the total, over ``size`` for a mean (nan if empty), as a ``dtype`` scalar."""
+    with np.errstate(over="ignore"):
+        return dtype.type(_validate.finish(_sum_partials(partials), size, reduction))

@@ -1,238 +1,278 @@
-"""Public loss functions: validate, dispatch by array kind, shape the result.
+"""Public loss functions and loss classes, generated from the registry of loss families.
 
-NumPy arrays (and anything ``np.asarray`` accepts) run on the CPU kernels
-(:mod:`numbce.cpu`); arrays exposing ``__cuda_array_interface__`` (and the CUDA simulator's
-arrays) on :mod:`numbce.cuda`; Dask arrays on :mod:`numbce.dask`. The two GPU/Dask modules
-are imported only when such an array arrives.
+For each family ``f`` of :data:`numbce.losses.FAMILIES` (``f`` is its name, e.g.
+``binary_cross_entropy_with_logits``): ``f`` (the loss), ``f_grad`` (d loss / d input),
+``f_value_and_grad`` (both from one pass), ``f_hess`` (the elementwise second derivative),
+``f_grad_hess`` (both from one pass), and a loss class (``BCEWithLogitsLoss``...) holding
+the options, with ``__call__``, ``grad``, ``value_and_grad``, ``hess`` and ``grad_hess``.
 
-Conventions shared by every function here (``shared/spec/bce.md``):
+Conventions shared by every function:
 
-* ``input`` float16/float32/float64 of any shape; ``target`` the same shape (float, int or
-  bool, cast to the input's dtype); ``weight`` and ``pos_weight`` None, a scalar or an array
-  broadcastable to the input's shape.
-* ``reduction`` ``'none'`` (array of the input's shape), ``'sum'`` or ``'mean'`` (a NumPy
-  scalar of the input's dtype; sums accumulate in float64; mean of nothing is nan).
-* Gradients are arrays of the input's shape and dtype; for ``'mean'`` they include 1/N;
+* ``input`` float16/float32/float64 of any shape (float16 computed in float32); ``target``
+  the same shape (float, int or bool, cast to the input's dtype); ``weight`` and
+  ``pos_weight`` None, a scalar or an array broadcastable to the input's shape (an array
+  along the last axis is indexed per column, never copied out).
+* ``reduction`` ``'none'`` (an array of the input's shape), ``'sum'`` or ``'mean'`` (a NumPy
+  scalar of the input's dtype; sums accumulate in float64 in a fixed order; the mean of
+  nothing is nan, a sum beyond the dtype's range is +-inf).
+* Derivatives are arrays of the input's shape and dtype; for ``'mean'`` they include 1/N;
   ``grad_output`` (a scalar, or for ``'none'`` an array of the input's shape) scales them.
 * Probabilities and targets outside [0, 1] (or nan) raise ValueError naming the first
   offending flat index and value; nothing is returned and no input is modified.
+* NumPy arrays run on the CPU (:mod:`numbce.cpu`), arrays exposing
+  ``__cuda_array_interface__`` on the GPU (:mod:`numbce.cuda`), Dask arrays lazily on
+  :mod:`numbce.dask`; the last two are imported only when such an array arrives.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from numbce import _validate, cpu
+from numbce._validate import Outputs
+from numbce.losses import FAMILIES, Family
 
 ArrayLike = Any
 
-__all__ = [
-    "binary_cross_entropy",
-    "binary_cross_entropy_grad",
-    "binary_cross_entropy_value_and_grad",
-    "binary_cross_entropy_with_logits",
-    "binary_cross_entropy_with_logits_grad",
-    "binary_cross_entropy_with_logits_value_and_grad",
-]
+VARIANTS = {
+    "": Outputs(loss=True),
+    "_grad": Outputs(grad=True),
+    "_value_and_grad": Outputs(loss=True, grad=True),
+    "_hess": Outputs(hess=True),
+    "_grad_hess": Outputs(grad=True, hess=True),
+}
+"""Suffix of each public function -> the results it returns, in this order."""
+
+_DEFAULTS = {
+    "weight": None,
+    "pos_weight": None,
+    "grad_output": 1.0,
+    "size_average": None,
+    "reduce": None,
+}
+_ANNOTATIONS = {
+    "weight": "ArrayLike | None",
+    "pos_weight": "ArrayLike | None",
+    "grad_output": "ArrayLike",
+    "reduction": "str",
+    "size_average": "bool | None",
+    "reduce": "bool | None",
+}
 
 
 def array_kind(a) -> str:
     """``'dask'``, ``'cuda'`` or ``'numpy'``, judged from the type alone (imports nothing)."""
     if type(a) is np.ndarray:
         return "numpy"
-    module = type(a).__module__
-    if module.startswith("dask."):
+    if type(a).__module__.startswith("dask."):
         return "dask"
     return "cuda" if _validate.is_cuda_array(a) else "numpy"
 
 
-def _compute(
-    logits,
-    input,
-    target,
-    weight,
-    pos_weight,
-    reduction,
-    label_smoothing,
-    grad_output,
-    want_loss,
-    want_grad,
-):
+def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple:
+    """Validate one call and run it on the backend of ``input``'s kind: ``(loss, grad,
+    hess)``, each None unless asked for."""
     kind = array_kind(input)
-    if kind != "numpy":
-        if kind == "cuda":
-            from numbce import cuda as backend
-        else:
-            from numbce import dask as backend
-        return backend.compute(
-            logits,
-            input,
-            target,
-            weight=weight,
-            pos_weight=pos_weight,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            grad_output=grad_output,
-            want_loss=want_loss,
-            want_grad=want_grad,
+    if kind == "numpy":
+        x = input if type(input) is np.ndarray else np.asarray(input)
+        y = target if type(target) is np.ndarray else np.asarray(target)
+        request = _validate.validate(family, outputs, x, y, **options)
+        return tuple(request.shaped(r) for r in cpu.run(request))
+    if kind == "cuda":
+        from numbce import cuda as backend
+    else:
+        from numbce import dask as backend
+    return backend.compute(family, outputs, input, target, **options)
+
+
+def _defaults(family: Family) -> dict:
+    return {
+        **_DEFAULTS,
+        "reduction": family.default_reduction,
+        **{option.name: option.default for option in family.options},
+    }
+
+
+def _signature(family: Family, names: tuple, defaults: dict) -> inspect.Signature:
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [
+        inspect.Parameter("input", kind, annotation="ArrayLike"),
+        inspect.Parameter("target", kind, annotation="ArrayLike"),
+    ]
+    for name in names:
+        if name == "*":
+            kind = inspect.Parameter.KEYWORD_ONLY
+            continue
+        annotation = _ANNOTATIONS.get(name, "float | None")
+        parameters.append(
+            inspect.Parameter(name, kind, default=defaults[name], annotation=annotation)
         )
-    problem = _validate.prepare_numpy(
-        input,
-        target,
-        weight=weight,
-        pos_weight=pos_weight,
-        reduction=reduction,
-        label_smoothing=label_smoothing,
-        grad_output=grad_output,
+    return inspect.Signature(parameters)
+
+
+def binder(name: str, signature: inspect.Signature) -> Callable[[tuple, dict], dict]:
+    """A fast ``(args, kwargs) -> {parameter: value}`` for ``signature`` (defaults filled
+    in), raising Python's TypeErrors for wrong calls."""
+    positional = [p.name for p in signature.parameters.values()
+                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]  # fmt: skip
+    allowed = set(signature.parameters)
+    defaults = {p.name: p.default for p in signature.parameters.values()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    required = [p for p in positional if p not in defaults]
+
+    def bind(args: tuple, kwargs: dict) -> dict:
+        if len(args) > len(positional):
+            raise TypeError(
+                f"{name}() takes at most {len(positional)} positional arguments "
+                f"({len(args)} given)"
+            )
+        values = dict(zip(positional, args))
+        for key in kwargs:
+            if key not in allowed:
+                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
+            if key in values:
+                raise TypeError(f"{name}() got multiple values for argument {key!r}")
+        values.update(kwargs)
+        for key in required:
+            if key not in values:
+                raise TypeError(f"{name}() missing required argument: {key!r}")
+        return {**defaults, **values}
+
+    return bind
+
+
+_RETURNS = {
+    "": "the loss: an array of the input's shape for ``'none'``, else a NumPy scalar",
+    "_grad": "d loss / d input, an array of the input's shape",
+    "_value_and_grad": "``(loss, grad)`` from one fused pass",
+    "_hess": "d2 loss / d input2 elementwise (the Hessian is diagonal), scaled like the "
+    "gradient",
+    "_grad_hess": "``(grad, hess)`` from one fused pass",
+}
+
+
+def _function(family: Family, suffix: str) -> Callable:
+    outputs = VARIANTS[suffix]
+    name = family.name + suffix
+    names = family.signature if suffix == "" else family.derivative_signature
+    signature = _signature(family, names, _defaults(family))
+    bind = binder(name, signature)
+    picks = [i for i, wanted in enumerate(astuple_outputs(outputs)) if wanted]
+
+    def function(*args, **kwargs):
+        values = bind(args, kwargs)
+        results = compute(
+            family, outputs, values.pop("input"), values.pop("target"), **values
+        )
+        return (
+            results[picks[0]] if len(picks) == 1 else tuple(results[i] for i in picks)
+        )
+
+    function.__name__ = function.__qualname__ = name
+    function.__module__ = "numbce"
+    function.__signature__ = signature
+    function.__doc__ = (
+        f"{family.title}: {_RETURNS[suffix]}.\n\n{family.doc}\n\n"
+        "Reductions, shapes, dtypes and errors: see :mod:`numbce.functional`."
     )
-    loss, grad = cpu.run(
-        problem, logits=logits, want_loss=want_loss, want_grad=want_grad
+    return function
+
+
+def astuple_outputs(outputs: Outputs) -> tuple[bool, bool, bool]:
+    return outputs.loss, outputs.grad, outputs.hess
+
+
+class _Loss:
+    """Base of the generated loss classes: options held once, checked at construction."""
+
+    family: Family
+    _options: tuple[str, ...]
+
+    def __init__(self, *args, **kwargs) -> None:
+        values = self._bind(args, kwargs)
+        values["reduction"] = _validate.check_reduction(values["reduction"])
+        for option in self.family.options:
+            values[option.name] = option.check(values[option.name])
+        self.__dict__.update(values)
+
+    def _call(self, suffix: str, input, target, grad_output):
+        options = {name: getattr(self, name) for name in self._options}
+        if suffix:
+            options["grad_output"] = grad_output
+        return FUNCTIONS[self.family.name + suffix](input, target, **options)
+
+    def __call__(self, input: ArrayLike, target: ArrayLike):
+        """The loss (see the family's function)."""
+        return self._call("", input, target, None)
+
+    def grad(self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0):
+        """d loss / d input."""
+        return self._call("_grad", input, target, grad_output)
+
+    def value_and_grad(
+        self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0
+    ):
+        """``(loss, grad)`` from one fused pass."""
+        return self._call("_value_and_grad", input, target, grad_output)
+
+    def hess(self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0):
+        """The elementwise second derivative, scaled like the gradient."""
+        return self._call("_hess", input, target, grad_output)
+
+    def grad_hess(
+        self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0
+    ):
+        """``(grad, hess)`` from one fused pass."""
+        return self._call("_grad_hess", input, target, grad_output)
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._options)
+        return f"{type(self).__name__}({options})"
+
+
+def _loss_class(family: Family) -> type:
+    defaults = {**_defaults(family), "reduction": family.class_reduction}
+    signature = _signature(family, family.class_signature, defaults)
+    parameters = list(signature.parameters.values())[2:]  # no input, target
+    init_signature = inspect.Signature(parameters)
+
+    def __init__(self, *args, **kwargs) -> None:
+        _Loss.__init__(self, *args, **kwargs)
+
+    __init__.__signature__ = init_signature
+    cls = type(
+        family.class_name,
+        (_Loss,),
+        {
+            "__init__": __init__,
+            "__doc__": f"{family.title}, as a loss object holding its options.\n\n"
+            f"{family.doc}\n\n``loss(input, target)`` returns the loss; ``.grad``, "
+            "``.value_and_grad``, ``.hess`` and ``.grad_hess`` the derivatives.",
+            "__module__": "numbce",
+            "family": family,
+            "_options": tuple(p.name for p in parameters),
+            "_bind": staticmethod(binder(family.class_name, init_signature)),
+        },
     )
-    return problem.shaped(loss), problem.shaped(grad)
+    return cls
 
 
-def binary_cross_entropy(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: ArrayLike | None = None,
-    reduction: str = "mean",
-    *,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-) -> np.ndarray | np.floating:
-    """Binary cross-entropy of probabilities (``torch.nn.functional.binary_cross_entropy``).
+FUNCTIONS: dict[str, Callable] = {
+    family.name + suffix: _function(family, suffix)
+    for family in FAMILIES.values()
+    for suffix in VARIANTS
+}
+"""Every public function by name."""
 
-    ``l = -w * (y * max(log p, -100) + (1 - y) * max(log1p(-p), -100))``, then reduced.
+CLASSES: dict[str, type] = {
+    family.class_name: _loss_class(family) for family in FAMILIES.values()
+}
+"""Every loss class by name."""
 
-    >>> import numbce
-    >>> float(numbce.binary_cross_entropy([0.9, 0.2], [1.0, 0.0]))  # doctest: +ELLIPSIS
-    0.164252033486018...
-    """
-    reduction = _validate.check_reduction(reduction, size_average, reduce)
-    return _compute(
-        False, input, target, weight, None, reduction, 0.0, 1.0, True, False
-    )[0]
-
-
-def binary_cross_entropy_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: ArrayLike | None = None,
-    reduction: str = "mean",
-    grad_output: ArrayLike = 1.0,
-) -> np.ndarray:
-    """Gradient of :func:`binary_cross_entropy` with respect to ``input``.
-
-    ``dl/dp = grad_output * w * (p - y) / max(p * (1 - p), 1e-12)`` (times 1/N for 'mean');
-    the floor is PyTorch's, so p = 0 or 1 gives a finite gradient.
-    """
-    return _compute(
-        False, input, target, weight, None, reduction, 0.0, grad_output, False, True
-    )[1]
-
-
-def binary_cross_entropy_value_and_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: ArrayLike | None = None,
-    reduction: str = "mean",
-    grad_output: ArrayLike = 1.0,
-) -> tuple[np.ndarray | np.floating, np.ndarray]:
-    """``(binary_cross_entropy(...), binary_cross_entropy_grad(...))`` from one pass."""
-    return _compute(
-        False, input, target, weight, None, reduction, 0.0, grad_output, True, True
-    )
-
-
-def binary_cross_entropy_with_logits(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: ArrayLike | None = None,
-    pos_weight: ArrayLike | None = None,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-) -> np.ndarray | np.floating:
-    """Binary cross-entropy of logits
-    (``torch.nn.functional.binary_cross_entropy_with_logits``), stable for every logit.
-
-    ``l = w * (q * y' * softplus(-x) + (1 - y') * softplus(x))`` with
-    ``y' = y * (1 - label_smoothing) + label_smoothing / 2``, then reduced. Both terms are
-    non-negative, so soft targets do not cancel; a term whose coefficient is 0 counts as 0,
-    so infinite logits give the limit (PyTorch gives nan for x = -inf, y = 0).
-    A nan logit gives nan for its element and for the reduction.
-
-    >>> import numbce
-    >>> float(numbce.binary_cross_entropy_with_logits([2.0, -1.0], [1, 0]))  # doctest: +ELLIPSIS
-    0.22009...
-    """
-    reduction = _validate.check_reduction(reduction, size_average, reduce)
-    return _compute(
-        True,
-        input,
-        target,
-        weight,
-        pos_weight,
-        reduction,
-        label_smoothing,
-        1.0,
-        True,
-        False,
-    )[0]
-
-
-def binary_cross_entropy_with_logits_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: ArrayLike | None = None,
-    pos_weight: ArrayLike | None = None,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    grad_output: ArrayLike = 1.0,
-) -> np.ndarray:
-    """Gradient of :func:`binary_cross_entropy_with_logits` with respect to ``input``.
-
-    ``dl/dx = grad_output * w * ((1 - y') * sigmoid(x) - q * y' * sigmoid(-x))`` (times 1/N
-    for 'mean'). For y = 1 and x = 30 this is -9.4e-14 to full relative accuracy, where
-    ``sigmoid(x) - y`` would give 0.
-    """
-    return _compute(
-        True,
-        input,
-        target,
-        weight,
-        pos_weight,
-        reduction,
-        label_smoothing,
-        grad_output,
-        False,
-        True,
-    )[1]
-
-
-def binary_cross_entropy_with_logits_value_and_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: ArrayLike | None = None,
-    pos_weight: ArrayLike | None = None,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    grad_output: ArrayLike = 1.0,
-) -> tuple[np.ndarray | np.floating, np.ndarray]:
-    """``(loss, grad)`` of BCE-with-logits from one fused pass over the data."""
-    return _compute(
-        True,
-        input,
-        target,
-        weight,
-        pos_weight,
-        reduction,
-        label_smoothing,
-        grad_output,
-        True,
-        True,
-    )
+globals().update(FUNCTIONS)
+globals().update(CLASSES)
+__all__ = sorted(FUNCTIONS) + sorted(CLASSES)  # noqa: PLE0605

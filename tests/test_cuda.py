@@ -55,8 +55,11 @@ if not cuda.is_available():
     )
 
 import numbce
+from numbce import _config
 from numbce import cuda as backend
+from numbce._validate import Outputs
 from numbce.functional import array_kind
+from numbce.losses import FAMILIES
 
 SIMULATOR = backend._simulator()
 DTYPES = [np.float32, np.float64]
@@ -84,8 +87,8 @@ def gpu(test):
 
 @pytest.fixture(autouse=True)
 def small_grid(monkeypatch):
-    monkeypatch.setattr(backend, "THREADS_PER_BLOCK", 8)
-    monkeypatch.setattr(backend, "MAX_BLOCKS", 3)
+    monkeypatch.setattr(_config, "THREADS_PER_BLOCK", 8)
+    monkeypatch.setattr(_config, "MAX_BLOCKS", 3)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -450,10 +453,16 @@ def test_operands_of_other_dtypes_are_cast_like_on_the_cpu(rng):
 def test_unwanted_results_are_none(rng):
     x = cuda.to_device(rng.uniform(0.01, 0.99, size=SHAPE))
     y = cuda.to_device(rng.uniform(0.0, 1.0, size=SHAPE))
-    loss, grad = backend.compute(True, x, y, want_grad=False)
-    assert isinstance(loss, np.float64) and grad is None
-    loss, grad = backend.compute(False, x, y, reduction="none", want_loss=False)
-    assert loss is None and array_kind(grad) == "cuda"
+    logits, probabilities = (
+        FAMILIES[name]
+        for name in ("binary_cross_entropy_with_logits", "binary_cross_entropy")
+    )
+    loss, grad, hess = backend.compute(logits, Outputs(loss=True), x, y)
+    assert isinstance(loss, np.float64) and grad is None and hess is None
+    loss, grad, hess = backend.compute(
+        probabilities, Outputs(grad=True), x, y, reduction="none"
+    )
+    assert loss is None and array_kind(grad) == "cuda" and hess is None
 
 
 def test_float16_and_integer_targets(rng):
@@ -543,7 +552,7 @@ def test_launches_on_the_stream_of_the_input(rng):
 
 
 def test_threads_per_block_must_be_a_power_of_two(monkeypatch):
-    monkeypatch.setattr(backend, "THREADS_PER_BLOCK", 12)
+    monkeypatch.setattr(_config, "THREADS_PER_BLOCK", 12)
     with pytest.raises(ValueError, match="power of two, got 12"):
         numbce.binary_cross_entropy(
             cuda.to_device(np.full(3, 0.5)), cuda.to_device(np.zeros(3))
@@ -555,7 +564,9 @@ def test_missing_numba_cuda_is_a_clear_error(monkeypatch):
     with pytest.raises(
         backend.CudaUnavailableError, match=r"pip install 'numbce\[cuda\]'"
     ):
-        backend.compute(True, object(), object())
+        backend.compute(
+            FAMILIES["binary_cross_entropy"], Outputs(loss=True), object(), object()
+        )
 
 
 def test_missing_driver_is_a_clear_error(monkeypatch):
@@ -577,8 +588,8 @@ def test_import_numbce_does_not_import_numba_cuda():
 
 @pytest.fixture
 def default_grid(monkeypatch):
-    monkeypatch.setattr(backend, "THREADS_PER_BLOCK", 256)
-    monkeypatch.setattr(backend, "MAX_BLOCKS", None)
+    monkeypatch.setattr(_config, "THREADS_PER_BLOCK", 256)
+    monkeypatch.setattr(_config, "MAX_BLOCKS", None)
 
 
 def _torch_cuda():

@@ -198,9 +198,9 @@ def test_lazy_results_keep_dtype_and_chunks(dtype):
 def test_value_and_grad_persisted_reads_each_block_once(monkeypatch):
     calls = []
 
-    def counting_run(problem, **options):
-        calls.append(problem.x.size)
-        return cpu_run(problem, **options)
+    def counting_run(request):
+        calls.append(request.size)
+        return cpu_run(request)
 
     cpu_run = cpu.run
     monkeypatch.setattr(cpu, "run", counting_run)

@@ -155,7 +155,8 @@ def test_grad_output_array_needs_reduction_none():
             np.zeros(3), np.zeros(3), grad_output=np.ones(3)
         )
     with pytest.raises(
-        ValueError, match=re.escape("target shape (2,) does not match input shape (3,)")
+        ValueError,
+        match=re.escape("grad_output shape (2,) does not match input shape (3,)"),
     ):
         numbce.binary_cross_entropy_with_logits_grad(
             np.zeros(3), np.zeros(3), reduction="none", grad_output=np.ones(2)

@@ -1,0 +1,22 @@
+"""Tunables of the backends, in one place (tests patch them here).
+
+Results never depend on them: sums are taken per fixed block of :data:`BLOCK` elements on the
+CPU, and each backend's reduction order is fixed for a given value of these settings.
+"""
+
+BLOCK = 4096
+"""Elements per CPU reduction block (fixed: results do not depend on the thread count)."""
+
+PARALLEL_THRESHOLD = 2 * BLOCK
+"""From two blocks on, the CPU uses its parallel kernel: measured on 2 cores, two threads
+already halve the time of 8192 elements (the launch costs about 2 us, one block 12-30 us)."""
+
+THREADS_PER_BLOCK = 256
+"""CUDA threads per block (a power of two: the block sum is a halving tree)."""
+
+BLOCKS_PER_SM = 8
+"""CUDA blocks per multiprocessor: 8 x 256 threads fill an SM of 2048; the threads stride."""
+
+MAX_BLOCKS: int | None = None
+"""If set, the CUDA grid's size limit instead of ``BLOCKS_PER_SM`` x the SM count (tests set
+it so that tiny arrays still span several blocks and each thread loops)."""

@@ -1,0 +1,103 @@
+"""What a loss family declares, and what the backends give its formulas to compile.
+
+A family is one :class:`Family` value in its own module (``numbce/losses/<name>.py``), listed
+in :data:`numbce.losses.FAMILIES`. Everything else is generated from it: the public
+functions and loss classes (:mod:`numbce.functional`), the kernel variants of every backend,
+the float64 oracle (:mod:`numbce.reference`), the accuracy tables (:mod:`numbce.accuracy`),
+the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+class Primitives(NamedTuple):
+    """What a backend compiles a family's formulas with.
+
+    ``real`` is the arithmetic type (``np.float32``/``np.float64``; every constant must be of
+    it, or float32 data would be promoted); ``exp(z)`` is called with ``z <= 0`` (or nan),
+    ``log(z)`` with ``z`` in [0, 1], ``log1p(z)`` with ``z`` in [-1, 1]; ``jit`` turns a
+    plain Python function into one the backend's kernels can call (``numba.njit(inline=
+    "always")`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU).
+    """
+
+    real: type
+    exp: Callable
+    log: Callable
+    log1p: Callable
+    jit: Callable
+
+
+@dataclass(frozen=True)
+class Option:
+    """A scalar option of a family: its name, default, and check (returns the value to use,
+    raises TypeError/ValueError naming the option)."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: one value per family
+class Family:
+    """One loss family, declared once.
+
+    * ``name``: the public function prefix (``name``, ``name_grad``, ``name_value_and_grad``,
+      ``name_hess``, ``name_grad_hess``); ``class_name``: the loss class.
+    * ``doc``: the formulas (loss, gradient, second derivative) for the docstrings.
+    * ``signature``: the value function's parameters after ``input, target`` (``"*"`` starts
+      the keyword-only ones); ``derivative_signature`` the same for the derivative
+      functions (which add ``grad_output``); ``class_signature`` the constructor's.
+    * ``default_reduction``: of the functions; ``class_reduction``: of the loss class.
+    * ``input_name``: how range errors name the input when ``input_in_unit_interval``.
+    * ``pos_weight``: whether the family takes a ``pos_weight`` operand (``q``).
+    * ``options``: scalar options; ``params(options) -> tuple of floats`` turns their checked
+      values into the kernel's parameters (at least one).
+    * ``element(primitives) -> f(x, y, w, q, params) -> (loss, grad, hess)``: the per-element
+      formulas, compiled by each backend (``x`` the input, ``y`` the target, ``w`` the
+      weight, ``q`` the pos_weight, 1 where the family has none). Unused outputs are
+      dead code the compiler removes.
+    * ``reference(x, y, w, q, **options) -> (loss, grad, hess)``: float64 NumPy closed forms,
+      written apart from ``element`` (an error shared by both would be invisible).
+    * ``exact(x, y, q, **options) -> (loss, grad, hess, grad_unit, hess_unit)``: the same in
+      50-digit mpmath; the units are the largest term of each derivative (soft targets are
+      measured in ulps of it).
+    * ``torch(x, y, q, **options) -> loss``: the same loss written in PyTorch (elementwise),
+      the peer in accuracy tables and benchmarks; None if it has none.
+    * ``accuracy_options``: the option sets the accuracy tables and tests sweep.
+    """
+
+    name: str
+    class_name: str
+    title: str
+    doc: str
+    signature: tuple[str, ...]
+    derivative_signature: tuple[str, ...]
+    class_signature: tuple[str, ...]
+    default_reduction: str
+    class_reduction: str
+    input_name: str
+    input_in_unit_interval: bool
+    pos_weight: bool
+    options: tuple[Option, ...]
+    params: Callable[..., tuple]
+    element: Callable[[Primitives], Callable]
+    reference: Callable
+    exact: Callable
+    torch: Callable | None
+    accuracy_options: tuple[dict, ...]
+    input_grid: str  # "logits" or "probabilities": which extreme grid the accuracy uses
+
+
+def real_scalar(name: str, value) -> float:
+    """``value`` as a float if it is one real number (not a string, None or an array), else
+    TypeError naming ``name``."""
+    if isinstance(value, (str, bytes)) or value is None or getattr(value, "ndim", 0):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None

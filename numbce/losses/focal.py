@@ -1,0 +1,187 @@
+"""Sigmoid focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection";
+``torchvision.ops.sigmoid_focal_loss``).
+
+With ``s = sigmoid(x)``, ``s_ = sigmoid(-x)``, ``ce = y softplus(-x) + (1 - y) softplus(x)``,
+``m = 1 - p_t = s (1 - y) + s_ y`` (a sum of non-negative terms, never ``1 - p_t``),
+``alpha_t = alpha y + (1 - alpha)(1 - y)`` (1 when ``alpha`` is None or negative),
+``A = w alpha_t``, ``k = 1 - 2y``, ``u = s s_ / m`` (``s`` for y = 1, ``s_`` for y = 0) and
+``g = (1 - y) s - y s_`` (d ce/dx)::
+
+    l       = A ce m^gamma
+    dl/dx   = A m^gamma (g + gamma k u ce)
+    d2l/dx2 = A m^gamma (s s_ + 2 gamma k u g + gamma k u ce ((gamma - 1) k u + s_ - s))
+
+``u`` replaces ``m^(gamma-1)``: finite for every finite logit and every gamma >= 0 (the
+autograd of the torchvision formula gives nan for gamma < 1 once ``m`` rounds to 0), and
+infinite logits give the limits. gamma = 0 with alpha None is BCE with logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numbce import _formulas
+from numbce.losses._family import Family, Option, Primitives, real_scalar
+
+
+def _check_alpha(value):
+    if value is None:
+        return None
+    value = real_scalar("alpha", value)
+    if not value <= 1.0:  # nan too
+        raise ValueError(
+            f"alpha must be None, negative (no weighting) or <= 1, got {value!r}"
+        )
+    return value
+
+
+def _check_gamma(value) -> float:
+    value = real_scalar("gamma", value)
+    if not value >= 0.0:  # nan too
+        raise ValueError(f"gamma must be >= 0, got {value!r}")
+    return value
+
+
+def _params(alpha, gamma: float) -> tuple[float, float, float]:
+    """``(alpha, 1 - alpha, gamma)``; ``(1, 1, gamma)`` without alpha weighting."""
+    if alpha is None or alpha < 0:
+        return 1.0, 1.0, gamma
+    return alpha, 1.0 - alpha, gamma
+
+
+def _element(primitives: Primitives):
+    f = _formulas.make(primitives)
+    zero, one, two = (primitives.real(v) for v in (0.0, 1.0, 2.0))
+    product, logistic = f.zero_product, f.logistic
+
+    @primitives.jit
+    def element(x, y, w, q, params):
+        alpha_pos, alpha_neg, gamma = params[0], params[1], params[2]
+        not_y = one - y
+        weight = product(w, alpha_pos * y + alpha_neg * not_y)
+        sigmoid_pos, sigmoid_neg, e, r, log1p_e = logistic(x)
+        ce = product(y, max(zero, -x) + log1p_e) + product(
+            not_y, max(zero, x) + log1p_e
+        )
+        # m = r d; u = s s_ / m = r e / d, whose limit is r where d = e = 0 (y = 1, x = inf)
+        d = not_y + e * y if x >= zero else e * not_y + y
+        m = r * d
+        u = r * (e / d if d != zero else one)
+        power = m**gamma
+        k = not_y - y
+        g = not_y * sigmoid_pos - y * sigmoid_neg
+        ku_ce = k * product(u, ce)
+        loss = product(weight, product(ce, power))
+        grad = product(weight, power * (g + gamma * ku_ce))
+        curvature = (
+            e * r * r
+            + two * gamma * k * u * g
+            + gamma * ku_ce * ((gamma - one) * k * u + sigmoid_neg - sigmoid_pos)
+        )
+        hess = product(weight, power * curvature)
+        return loss, grad, hess
+
+    return element
+
+
+def _reference(x, y, w, q, alpha=0.25, gamma=2.0):
+    alpha_pos, alpha_neg, gamma = _params(alpha, gamma)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.exp(-np.abs(x))
+        s = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        s_ = np.where(x >= 0, e / (1.0 + e), 1.0 / (1.0 + e))
+        softplus_pos = np.maximum(x, 0.0) + np.log1p(e)
+        softplus_neg = np.maximum(-x, 0.0) + np.log1p(e)
+        ce = np.where(y == 0, 0.0, y * softplus_neg) + np.where(
+            y == 1, 0.0, (1.0 - y) * softplus_pos
+        )
+        m = s * (1.0 - y) + s_ * y
+        u = np.where(m > 0, s * s_ / m, np.maximum(s, s_))
+        k = 1.0 - 2.0 * y
+        g = (1.0 - y) * s - y * s_
+        u_ce = np.where(u == 0, 0.0, u * ce)
+        weight = w * (alpha_pos * y + alpha_neg * (1.0 - y))
+        power = m**gamma
+        loss = weight * np.where(ce == 0, 0.0, ce * power)
+        grad = weight * power * (g + gamma * k * u_ce)
+        hess = (
+            weight
+            * power
+            * (
+                s * s_
+                + 2 * gamma * k * u * g
+                + gamma * k * u_ce * ((gamma - 1) * k * u + s_ - s)
+            )
+        )
+    return loss, grad, hess
+
+
+def _exact(x, y, q, alpha=0.25, gamma=2.0):
+    import mpmath  # the dev extra: only the accuracy measurement needs it
+
+    alpha_pos, alpha_neg, gamma = (mpmath.mpf(v) for v in _params(alpha, gamma))
+    x, y = mpmath.mpf(float(x)), mpmath.mpf(float(y))
+    s, s_ = 1 / (1 + mpmath.exp(-x)), 1 / (1 + mpmath.exp(x))
+    ce = (y * mpmath.log1p(mpmath.exp(-x)) if y else 0) + (
+        (1 - y) * mpmath.log1p(mpmath.exp(x)) if y != 1 else 0
+    )
+    m = s * (1 - y) + s_ * y
+    u = s * s_ / m if m else max(s, s_)
+    k, g = 1 - 2 * y, (1 - y) * s - y * s_
+    weight = alpha_pos * y + alpha_neg * (1 - y)
+    power = m**gamma if m or gamma else mpmath.mpf(1)
+    grad_terms = (g, gamma * k * u * ce)
+    hess_terms = (
+        s * s_,
+        2 * gamma * k * u * g,
+        gamma * k * u * ce * ((gamma - 1) * k * u + s_ - s),
+    )
+    scale = weight * power
+    return (
+        scale * ce,
+        scale * sum(grad_terms),
+        scale * sum(hess_terms),
+        scale * max(abs(t) for t in grad_terms),
+        scale * max(abs(t) for t in hess_terms),
+    )
+
+
+def _torch(x, y, q, alpha=0.25, gamma=2.0):
+    """torchvision's ``sigmoid_focal_loss`` (elementwise), written in torch."""
+    import torch
+
+    p = torch.sigmoid(x)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha is not None and alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return loss
+
+
+FAMILY = Family(
+    name="sigmoid_focal_loss",
+    class_name="SigmoidFocalLoss",
+    title="Sigmoid focal loss of logits (``torchvision.ops.sigmoid_focal_loss``)",
+    doc=__doc__.split("\n", 1)[1].strip(),
+    signature=("alpha", "gamma", "reduction", "*", "weight"),
+    derivative_signature=("alpha", "gamma", "reduction", "*", "weight", "grad_output"),
+    class_signature=("alpha", "gamma", "reduction", "weight"),
+    default_reduction="none",
+    class_reduction="mean",
+    input_name="input",
+    input_in_unit_interval=False,
+    pos_weight=False,
+    options=(Option("alpha", 0.25, _check_alpha), Option("gamma", 2.0, _check_gamma)),
+    params=_params,
+    element=_element,
+    reference=_reference,
+    exact=_exact,
+    torch=_torch,
+    accuracy_options=(
+        {"alpha": 0.25, "gamma": 2.0},
+        {"alpha": None, "gamma": 0.5},
+        {"alpha": None, "gamma": 3.7},
+    ),
+    input_grid="logits",
+)
