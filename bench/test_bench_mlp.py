@@ -12,6 +12,11 @@ Run: ``python -m pytest bench/test_bench_mlp.py --benchmark-only``.
 * ``fake-images-1-epoch``: 15,000 random 3x28x28 images, Flatten-2352-64-32-1-Sigmoid,
   BCE on probabilities, Adam lr 1e-4, batch 64, one epoch: numbce against the same two
   PyTorch loops.
+* ``multilabel-1-epoch``: the ``multilabel`` tutorial (2,000 samples, 20 features, 5
+  labels), 20-64-5 ReLU network, BCE with logits and the per-label ``pos_weight``, Adam
+  lr 1e-3, batch 32, one epoch: numbce, the two PyTorch loops (``BCEWithLogitsLoss`` with
+  the same ``pos_weight``) and scikit-learn's ``MLPClassifier`` (one ``partial_fit``
+  epoch on the indicator matrix, no ``pos_weight``: it has none).
 
 Every contestant runs float32 on the same number of threads (``--threads`` of conftest.py
 for Numba, PyTorch and the BLAS libraries), is warmed up (compiled) before timing, and is
@@ -32,6 +37,7 @@ from numbce.optim import Adam
 SEED = 0
 CIRCLES = tutorials.TUTORIALS["circles"]
 FAKE_IMAGES = tutorials.TUTORIALS["fake-images"]
+MULTILABEL = tutorials.TUTORIALS["multilabel"]
 TORCH_LOOPS = ["pytorch", "pytorch-tensor-batches"]
 
 
@@ -267,4 +273,99 @@ def test_fake_images_pytorch(benchmark, fake_images, loop):
     test = _torch_tensors(torch, X_test, y_test)
     _record(
         benchmark, "fake-images-1-epoch", loop, _torch_accuracy(torch, network, *test)
+    )
+
+
+# -- multi-label -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multilabel():
+    (X, Y), (X_test, Y_test) = MULTILABEL.load_data()
+    pos_weight = MULTILABEL.loss_options(Y)["pos_weight"].astype(np.float32)
+    return X.astype(np.float32), Y, X_test.astype(np.float32), Y_test, pos_weight
+
+
+def _subset_accuracy(predicted, Y):
+    return float(np.mean((predicted == Y).all(axis=1)))
+
+
+def test_multilabel_numbce(benchmark, multilabel):
+    X, Y, X_test, Y_test, pos_weight = multilabel
+
+    def train():
+        model = MULTILABEL.build_model(SEED, {"pos_weight": pos_weight})
+        model.fit(
+            X,
+            Y,
+            epochs=1,
+            batch_size=MULTILABEL.batch_size,
+            optimizer=Adam(model.parameters(), lr=MULTILABEL.lr),
+            seed=SEED,
+        )
+        return model
+
+    model = _timed_training(benchmark, train)
+    _record(
+        benchmark,
+        "multilabel-1-epoch",
+        "numbce",
+        _subset_accuracy(model.predict(X_test), Y_test),
+    )
+
+
+def test_multilabel_scikit_learn(benchmark, multilabel):
+    from sklearn.neural_network import MLPClassifier
+
+    X, Y, X_test, Y_test, _ = multilabel
+
+    def train():
+        classifier = MLPClassifier(
+            hidden_layer_sizes=(64,),
+            alpha=0.0,
+            batch_size=MULTILABEL.batch_size,
+            learning_rate_init=MULTILABEL.lr,
+            random_state=SEED,
+        )
+        return classifier.partial_fit(X, Y, classes=np.arange(Y.shape[1]))
+
+    classifier = _timed_training(benchmark, train)
+    assert classifier.n_iter_ == 1
+    _record(
+        benchmark,
+        "multilabel-1-epoch",
+        "scikit-learn",
+        _subset_accuracy(classifier.predict(X_test), Y_test),
+    )
+
+
+@pytest.mark.parametrize("loop", TORCH_LOOPS)
+def test_multilabel_pytorch(benchmark, multilabel, loop):
+    torch = pytest.importorskip("torch")
+    X, Y, X_test, Y_test, pos_weight = multilabel
+    data = (torch.from_numpy(X), torch.from_numpy(Y.astype(np.float32)), None, None)
+    nn = torch.nn
+
+    def train():
+        torch.manual_seed(SEED)
+        network = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5))
+        return _torch_train(
+            torch,
+            network,
+            nn.BCEWithLogitsLoss(pos_weight=torch.from_numpy(pos_weight)),
+            MULTILABEL.lr,
+            data,
+            1,
+            MULTILABEL.batch_size,
+            loop,
+        )
+
+    network = _timed_training(benchmark, train)
+    with torch.no_grad():
+        predicted = (network(torch.from_numpy(X_test)) > 0).numpy()
+    _record(
+        benchmark,
+        "multilabel-1-epoch",
+        loop,
+        _subset_accuracy(predicted, Y_test),
     )
