@@ -1,10 +1,13 @@
-"""Elementwise accuracy in ulps against 50-digit mpmath, on the spec's extreme grids.
+"""Elementwise accuracy in ulps against 50-digit mpmath, on extreme grids, for every
+registered loss family (:data:`numbce.losses.FAMILIES`) and its derivatives.
 
 ``python -m numbce.accuracy`` prints the table the README shows (numbce beside PyTorch when
-it is installed). Needs mpmath (the ``dev`` extra). Errors are measured at the inputs as the
-kernel sees them (targets rounded to the input dtype), against the exact value rounded to
-the dtype, in units of that value's ulp; a soft-target gradient is also measured in ulps of
-the larger of its two terms (the difference itself is ill-conditioned where they cancel).
+it is installed: its autograd for the derivatives). Needs mpmath (the ``dev`` extra).
+Errors are measured at the inputs as the kernel sees them (targets rounded to the input
+dtype), against the exact value (each family's ``exact`` form) rounded to the dtype, in
+units of that value's ulp; a derivative is also measured in ulps of its largest term (a
+difference of terms is ill-conditioned where they cancel: soft targets, and the focal
+loss's second derivative: there the unit is the sum of the terms' magnitudes).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import mpmath
 import numpy as np
 
 import numbce
+from numbce.losses import FAMILIES, Family
 
 mpmath.mp.dps = 50
 
@@ -101,104 +105,99 @@ PROBABILITY_GRID = {
 HARD_TARGETS = [0.0, 1.0]
 SOFT_TARGETS = [0.1, 0.3, 0.75, 0.9]
 POS_WEIGHTS = [1.0, 3.0]
+QUANTITIES = ("loss", "grad", "hess")
 
 
-def _mp(v) -> mpmath.mpf:
-    return mpmath.mpf(float(v))
+def ulps(got, exact, dtype, unit_of=None) -> float:
+    """``|got - exact|`` in ulps of ``exact`` (or of ``unit_of``) rounded to ``dtype``.
 
-
-def _softplus(z: mpmath.mpf) -> mpmath.mpf:
-    return z + mpmath.log1p(mpmath.exp(-z)) if z > 0 else mpmath.log1p(mpmath.exp(z))
-
-
-def _sigmoid(z: mpmath.mpf) -> mpmath.mpf:
-    return 1 / (1 + mpmath.exp(-z))
-
-
-def exact_logits(x, y, q) -> tuple[mpmath.mpf, mpmath.mpf, mpmath.mpf]:
-    """Exact (loss, grad, larger gradient term) of BCE-with-logits at one point."""
-    x, y, q = _mp(x), _mp(y), _mp(q)
-    loss = (q * y * _softplus(-x) if y else 0) + (
-        (1 - y) * _softplus(x) if y != 1 else 0
-    )
-    term_pos, term_neg = (1 - y) * _sigmoid(x), q * y * _sigmoid(-x)
-    return loss, term_pos - term_neg, max(term_pos, term_neg)
-
-
-def exact_probs(p, y) -> tuple[mpmath.mpf, mpmath.mpf, mpmath.mpf]:
-    """Exact (loss, grad, |grad|) of BCE on probabilities at one point (PyTorch's clamps)."""
-    p, y = _mp(p), _mp(y)
-    log_p = max(mpmath.log(p), -100) if p > 0 else mpmath.mpf(-100)
-    log_not_p = max(mpmath.log1p(-p), -100) if p < 1 else mpmath.mpf(-100)
-    grad = (p - y) / max(p * (1 - p), _mp(1e-12))
-    return -(y * log_p + (1 - y) * log_not_p), grad, abs(grad)
-
-
-def ulps(got, exact: mpmath.mpf, dtype, unit_of: mpmath.mpf | None = None) -> float:
-    """``|got - exact|`` in ulps of ``exact`` (or of ``unit_of``) rounded to ``dtype``."""
-    with np.errstate(over="ignore"):
+    A subnormal reference has fewer significant bits than the format and intermediate
+    underflow can cost it more: there the error counts as 0 if it is below the smallest
+    normal number, else as inf."""
+    with np.errstate(over="ignore", under="ignore"):
         reference = dtype(float(exact if unit_of is None else unit_of))
     if not np.isfinite(reference):
         return 0.0 if got == reference else np.inf
+    if 0 < abs(reference) < np.finfo(dtype).tiny:
+        error = abs(mpmath.mpf(float(got)) - exact)
+        return 0.0 if error < np.finfo(dtype).tiny else np.inf
     unit = float(np.spacing(np.abs(reference)))
-    return float(abs(_mp(got) - exact) / unit) if np.isfinite(got) else np.inf
+    return (
+        float(abs(mpmath.mpf(float(got)) - exact) / unit)
+        if np.isfinite(got)
+        else np.inf
+    )
 
 
-def _points(logits: bool, dtype, soft: bool):
+def points(family: Family, dtype, soft: bool) -> list[tuple[float, float, float]]:
+    """The grid's ``(input, target, pos_weight)`` points for ``family``."""
     targets = SOFT_TARGETS if soft else HARD_TARGETS
-    if logits:
-        return [
-            (x, y, q)
-            for x, y, q in itertools.product(LOGIT_GRID[dtype], targets, POS_WEIGHTS)
-        ]
-    return [(p, y, 1.0) for p, y in itertools.product(PROBABILITY_GRID[dtype], targets)]
+    grid = LOGIT_GRID if family.input_grid == "logits" else PROBABILITY_GRID
+    weights = POS_WEIGHTS if family.pos_weight else [1.0]
+    return list(itertools.product(grid[dtype], targets, weights))
 
 
-def numbce_elementwise(logits: bool, x, y, q):
-    """numbce's elementwise (loss, grad)."""
-    if logits:
-        return numbce.binary_cross_entropy_with_logits_value_and_grad(
-            x, y, pos_weight=q, reduction="none"
-        )
-    return numbce.binary_cross_entropy_value_and_grad(x, y, reduction="none")
+def numbce_elementwise(family: Family, x, y, q, options: dict):
+    """numbce's elementwise ``(loss, grad, hess)``."""
+    if family.pos_weight:
+        options = dict(options, pos_weight=q)
+    loss, grad = numbce.functional.FUNCTIONS[family.name + "_value_and_grad"](
+        x, y, reduction="none", **options
+    )
+    hess = numbce.functional.FUNCTIONS[family.name + "_hess"](
+        x, y, reduction="none", **options
+    )
+    return loss, grad, hess
 
 
-def torch_elementwise(logits: bool, x, y, q):
-    """PyTorch's elementwise (loss, autograd grad), for comparison."""
+def torch_elementwise(family: Family, x, y, q, options: dict):
+    """PyTorch's elementwise ``(loss, grad, hess)``: the family's torch form, autograd for
+    the derivatives (the second through ``create_graph``)."""
     import torch
 
     xt = torch.tensor(x, requires_grad=True)
-    yt = torch.tensor(y)
-    if logits:
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            xt, yt, pos_weight=torch.tensor(q), reduction="none"
-        )
-    else:
-        loss = torch.nn.functional.binary_cross_entropy(xt, yt, reduction="none")
-    loss.backward(torch.ones_like(loss))
-    return loss.detach().numpy(), xt.grad.numpy()
+    loss = family.torch(xt, torch.tensor(y), torch.tensor(q), **options)
+    (grad,) = torch.autograd.grad(loss.sum(), xt, create_graph=True)
+    (hess,) = torch.autograd.grad(grad.sum(), xt)
+    return loss.detach().numpy(), grad.detach().numpy(), hess.numpy()
 
 
 def max_ulps(
-    logits: bool, dtype, soft: bool, elementwise: Callable = numbce_elementwise
+    family: Family,
+    dtype,
+    soft: bool,
+    options: dict | None = None,
+    elementwise: Callable = numbce_elementwise,
 ) -> dict:
-    """Max ulp errors over the grid: ``loss``, ``grad`` and ``grad_vs_terms``."""
-    points = _points(logits, dtype, soft)
-    x, y, q = (np.array(column, dtype=dtype) for column in zip(*points, strict=True))
-    loss, grad = elementwise(logits, x, y, q)
-    worst = {"loss": 0.0, "grad": 0.0, "grad_vs_terms": 0.0}
+    """Max ulp errors over the grid: ``loss``, ``grad``, ``hess``, and ``grad_vs_terms``,
+    ``hess_vs_terms`` (in ulps of the sum of the terms' magnitudes)."""
+    options = options or {}
+    columns = zip(*points(family, dtype, soft), strict=True)
+    x, y, q = (np.array(column, dtype=dtype) for column in columns)
+    results = elementwise(family, x, y, q, options)
+    worst = dict.fromkeys([*QUANTITIES, "grad_vs_terms", "hess_vs_terms"], 0.0)
     for i in range(x.size):
-        exact = exact_logits(x[i], y[i], q[i]) if logits else exact_probs(x[i], y[i])
-        worst["loss"] = max(worst["loss"], ulps(loss[i], exact[0], dtype))
-        worst["grad"] = max(worst["grad"], ulps(grad[i], exact[1], dtype))
-        worst["grad_vs_terms"] = max(
-            worst["grad_vs_terms"], ulps(grad[i], exact[1], dtype, unit_of=exact[2])
-        )
+        exact = family.exact(x[i], y[i], q[i], **options)
+        for k, name in enumerate(QUANTITIES):
+            worst[name] = max(worst[name], ulps(results[k][i], exact[k], dtype))
+        for k, name in ((1, "grad_vs_terms"), (2, "hess_vs_terms")):
+            error = ulps(results[k][i], exact[k], dtype, unit_of=exact[k + 2])
+            worst[name] = max(worst[name], error)
     return worst
 
 
+def cases():
+    """``(family, dtype, soft, options)`` for every row of the table."""
+    for family in FAMILIES.values():
+        for options, dtype, soft in itertools.product(
+            family.accuracy_options, [np.float64, np.float32], [False, True]
+        ):
+            yield family, dtype, soft, options
+
+
 def table(with_torch: bool = True) -> str:
-    """The README's accuracy table (Markdown): max ulps per family, dtype and target kind."""
+    """The README's accuracy table (Markdown): max ulps per family, options, dtype and
+    target kind; derivatives also in ulps of the sum of their terms' magnitudes (in parentheses)."""
     implementations = {"numbce": numbce_elementwise}
     if with_torch:
         try:
@@ -207,26 +206,24 @@ def table(with_torch: bool = True) -> str:
             implementations["PyTorch"] = torch_elementwise
         except ImportError:
             pass
-    header = (
-        "| family | dtype | targets | "
-        + " | ".join(f"{name} loss | {name} grad" for name in implementations)
-        + " |"
+    header = "| family | options | dtype | targets | " + " | ".join(
+        f"{name} {quantity}" for name in implementations for quantity in QUANTITIES
     )
-    lines = [header, "|" + " --- |" * (3 + 2 * len(implementations))]
-    for logits, dtype, soft in itertools.product(
-        [True, False], [np.float64, np.float32], [False, True]
-    ):
+    lines = [header + " |", "|" + " --- |" * (4 + 3 * len(implementations))]
+    for family, dtype, soft, options in cases():
         cells = []
         for elementwise in implementations.values():
-            worst = max_ulps(logits, dtype, soft, elementwise)
-            grad = f"{worst['grad']:.3g}"
-            if soft and logits:
-                grad += f" ({worst['grad_vs_terms']:.3g} of larger term)"
-            cells += [f"{worst['loss']:.3g}", grad]
-        family = "with logits" if logits else "probabilities"
+            worst = max_ulps(family, dtype, soft, options, elementwise)
+            cells.append(f"{worst['loss']:.3g}")
+            for name in ("grad", "hess"):
+                cell = f"{worst[name]:.3g}"
+                if worst[f"{name}_vs_terms"] < worst[name]:
+                    cell += f" ({worst[f'{name}_vs_terms']:.3g})"
+                cells.append(cell)
+        described = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
         kind = "soft" if soft else "hard"
         lines.append(
-            f"| {family} | {np.dtype(dtype).name} | {kind} | "
+            f"| {family.name} | {described} | {np.dtype(dtype).name} | {kind} | "
             + " | ".join(cells)
             + " |"
         )

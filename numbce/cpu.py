@@ -35,6 +35,7 @@ import numpy as np
 from numbce import _config, _validate, _vectormath
 from numbce._validate import Request
 from numbce.losses import FAMILIES, Primitives
+from numbce.losses._family import MAX_PARAMS
 
 BAD_INPUT, BAD_TARGET = 1, 2
 """Bits of a block's flags: an input (where range-checked) or a target outside [0, 1]."""
@@ -86,7 +87,24 @@ def _primitives(dtype: str) -> Primitives:
 
 @functools.cache
 def _element(family: str, dtype: str):
-    return FAMILIES[family].element(_primitives(dtype))
+    """The family's formulas for ``dtype``: ``(x, y, w, q, params) -> (loss, grad, hess)``
+    in ``dtype``, ``params`` a tuple of :data:`MAX_PARAMS` values of :func:`_params_dtype`."""
+    if _params_dtype(family, dtype) == dtype:
+        return FAMILIES[family].element(_primitives(dtype))
+    wide = FAMILIES[family].element(_primitives("float64"))
+    narrow, double = np.float32, np.float64
+
+    @numba.njit(**_INLINE)
+    def element(x, y, w, q, params):
+        loss, grad, hess = wide(double(x), double(y), double(w), double(q), params)
+        return narrow(loss), narrow(grad), narrow(hess)
+
+    return element
+
+
+def _params_dtype(family: str, dtype: str) -> str:
+    """The dtype a family's formulas compute ``dtype`` data in."""
+    return "float64" if FAMILIES[family].float32_in_float64 else dtype
 
 
 @numba.njit(**_INLINE)
@@ -111,21 +129,22 @@ def _lane_sum(values, count):
     return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + rest
 
 
-@functools.cache
 def _kernel(variant: Variant):
     """The compiled kernel of ``variant``.
 
     Arguments: ``x, y`` flat arrays of the compute dtype; ``weight, pos_weight`` flat arrays
     laid out per the variant (any 1-element array where SCALAR); ``grad_output`` a flat
-    array (ignored unless ``grad_output_array``); ``scalars = [weight, pos_weight,
-    grad_scale]`` (used where the operand is SCALAR; ``grad_scale`` multiplies every
-    derivative); ``params`` the family's parameters (a tuple); ``row`` the length of the
-    last axis (the period of ROW operands); ``loss_out, grad_out, hess_out`` outputs of
-    ``x.size`` (any 1-element array where not stored); ``blocks_out`` float64 of shape
-    (2, number of blocks): each block's loss sum and range flags.
+    array (ignored unless ``grad_output_array``); ``scalars`` float64 ``[weight,
+    pos_weight, grad_scale, row, *params]``: the operands' values where SCALAR,
+    ``grad_scale`` multiplying every derivative, ``row`` the length of the last axis (the
+    period of ROW operands), the family's :data:`MAX_PARAMS` parameters (one array: few
+    arguments make a fast call); ``loss_out, grad_out, hess_out`` outputs of ``x.size``
+    (any 1-element array where not stored); ``blocks_out`` float64 of shape (2, number of
+    blocks): each block's loss sum and range flags.
     """
     family = FAMILIES[variant.family]
-    real = np.float32 if variant.dtype == "float32" else np.float64
+    real = np.dtype(variant.dtype).type
+    param = np.dtype(_params_dtype(variant.family, variant.dtype)).type
     zero, one = real(0.0), real(1.0)
     block, block_u = _config.BLOCK, np.uint64(_config.BLOCK)
     blocks = numba.prange if variant.parallel else range
@@ -140,11 +159,12 @@ def _kernel(variant: Variant):
     rowwise = weight_row or pos_weight_row
     grad_output_array = variant.grad_output_array
 
-    def kernel(x, y, weight, pos_weight, grad_output, scalars, params, row,
+    def kernel(x, y, weight, pos_weight, grad_output, scalars,
                loss_out, grad_out, hess_out, blocks_out):  # fmt: skip
-        weight_value, pos_weight_value, grad_scale = scalars[0], scalars[1], scalars[2]
+        weight_value, pos_weight_value = real(scalars[0]), real(scalars[1])
+        grad_scale, row_u = real(scalars[2]), np.uint64(scalars[3])
+        params = (param(scalars[4]), param(scalars[5]), param(scalars[6]))
         n = np.uint64(x.size)
-        row_u = np.uint64(row)
         for b in blocks(blocks_out.shape[1]):
             # Unsigned indices: no negative-index wraparound, which would turn every load
             # into a gather.
@@ -246,16 +266,26 @@ def _raise_range_error(request: Request, x, y, flags: np.ndarray) -> None:
             )
 
 
+_KERNELS: dict[tuple, object] = {}
+"""Compiled kernels by the fields of their :class:`Variant` (a tuple: the per-call lookup
+stays cheap)."""
+
+
 def run(request: Request):
     """One pass of the kernel over a NumPy ``request``: flat ``(loss, grad, hess)``, each
     None unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
     float64), else a flat array of the compute dtype, like ``grad`` and ``hess``."""
-    dtype, n, outputs = request.dtype, request.size, request.outputs
+    dtype, n, outputs, shape = (
+        request.dtype,
+        request.size,
+        request.outputs,
+        request.shape,
+    )
     x = _flat(request.input, dtype)
     y = _flat(request.target, dtype)
-    weight_layout, weight_value, weight = _layout(request.weight, request.shape, dtype)
+    weight_layout, weight_value, weight = _layout(request.weight, shape, dtype)
     pos_weight_layout, pos_weight_value, pos_weight = _layout(
-        request.pos_weight, request.shape, dtype
+        request.pos_weight, shape, dtype
     )
     grad_output_array = not isinstance(request.grad_output, float)
     grad_scale = 1.0 if grad_output_array else request.grad_output
@@ -263,36 +293,28 @@ def run(request: Request):
         grad_scale /= n
     store_loss = outputs.loss and request.reduction == "none"
     reduce_loss = outputs.loss and not store_loss
-    derivatives = outputs.grad or outputs.hess
-    variant = Variant(
-        family=request.family.name,
-        dtype=dtype.name,
-        store_loss=store_loss,
-        reduce_loss=reduce_loss,
-        store_grad=outputs.grad,
-        store_hess=outputs.hess,
-        weight=weight_layout,
-        pos_weight=pos_weight_layout,
-        grad_output_array=grad_output_array and derivatives,
-        parallel=n >= _config.PARALLEL_THRESHOLD,
-    )
-    kernel = _kernel(variant)
+    grad_output_array = grad_output_array and (outputs.grad or outputs.hess)
+    key = (request.family.name, dtype.name, store_loss, reduce_loss, outputs.grad,
+           outputs.hess, weight_layout, pos_weight_layout, grad_output_array,
+           n >= _config.PARALLEL_THRESHOLD)  # fmt: skip
+    kernel = _KERNELS.get(key)
+    if kernel is None:
+        kernel = _KERNELS[key] = _kernel(Variant(*key))
     nblocks = -(-n // _config.BLOCK)
-    real = dtype.type
-    scalars = np.array([weight_value, pos_weight_value, grad_scale], dtype=dtype)
-    params = tuple(real(p) for p in request.params)
+    scalars = np.zeros(4 + MAX_PARAMS)
+    scalars[:4] = weight_value, pos_weight_value, grad_scale, shape[-1] if shape else 1
+    scalars[4 : 4 + len(request.params)] = request.params
     placeholder = _PLACEHOLDER[dtype]
     loss_out = np.empty(n, dtype=dtype) if store_loss else placeholder
     grad_out = np.empty(n, dtype=dtype) if outputs.grad else placeholder
     hess_out = np.empty(n, dtype=dtype) if outputs.hess else placeholder
     grad_output = (
-        _flat(request.grad_output, dtype) if variant.grad_output_array else placeholder
+        _flat(request.grad_output, dtype) if grad_output_array else placeholder
     )
     blocks_out = np.empty((2, nblocks))
-    arguments = (x, y, weight, pos_weight, grad_output, scalars, params,
-                 request.shape[-1] if request.shape else 1,
+    arguments = (x, y, weight, pos_weight, grad_output, scalars,
                  loss_out, grad_out, hess_out, blocks_out)  # fmt: skip
-    if variant.parallel:
+    if key[-1]:  # parallel
         with PARALLEL_LAUNCH:
             kernel(*arguments)
     else:

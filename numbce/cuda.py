@@ -92,13 +92,25 @@ def _ieee(function):
 
 @functools.cache
 def _element(family: Family, single: bool, simulator: bool):
-    """``family``'s per-element formulas for one dtype, compiled as a CUDA device function."""
+    """``family``'s per-element formulas for one dtype, compiled as a CUDA device function
+    (float32 data computed in float64 where the family asks for it, as on the CPU)."""
     if simulator:
         primitives = _ieee(np.exp), _ieee(np.log), _ieee(np.log1p)
     else:
         primitives = math.exp, math.log, math.log1p
-    real = np.float32 if single else np.float64
-    return family.element(Primitives(real, *primitives, jit=cuda.jit(device=True)))
+    jit = cuda.jit(device=True)
+    wide = single and family.float32_in_float64
+    real = np.float32 if single and not wide else np.float64
+    element = family.element(Primitives(real, *primitives, jit=jit))
+    if not wide:
+        return element
+    narrow, double = np.float32, np.float64
+
+    def narrowed(x, y, w, q, params):
+        loss, grad, hess = element(double(x), double(y), double(w), double(q), params)
+        return narrow(loss), narrow(grad), narrow(hess)
+
+    return jit(narrowed)
 
 
 @functools.cache
@@ -354,6 +366,7 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         first_bad = cuda.to_device(np.full(2, n, dtype=np.int64), stream=stream)
         dummy = partial  # stands for the arrays a variant does not read or write
         real = dtype.type
+        params_type = np.float64 if family.float32_in_float64 else real
         variant = cpu.Variant(
             family=family.name,
             dtype=dtype.name,
@@ -380,7 +393,7 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
             real(layouts[0][1]),
             real(layouts[1][1]),
             real(grad_scale),
-            tuple(real(p) for p in request.params),
+            tuple(params_type(p) for p in request.params),
             shape[-1] if shape else 1,
             loss_out.reshape(n) if store_loss else dummy,
             grad_out.reshape(n) if outputs.grad else dummy,

@@ -293,13 +293,10 @@ def test_fused_kernel_loop_is_vectorized(family, dtype, outputs):
     )
     compiled = cpu._kernel(variant)
     kernel = numba.njit(nogil=True, error_model="numpy")(compiled.py_func)
-    n, one = 100, np.ones(1, dtype)
-    params = tuple(dtype(p) for p in FAMILIES[family].params(**{
-        option.name: option.default for option in FAMILIES[family].options
-    }))  # fmt: skip
-    kernel(np.full(n, 0.5, dtype), np.ones(n, dtype), one, one, one, np.ones(3, dtype),
-           params, n, np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype),
-           np.empty((2, 1)))  # fmt: skip
+    n, one, out = 100, np.ones(1, dtype), np.empty(100, dtype)
+    scalars = np.array([1.0, 1.0, 1.0, n, 0.1, 0.0, 0.0])
+    kernel(np.full(n, 0.5, dtype), np.ones(n, dtype), one, one, one, scalars,
+           out, out, out, np.empty((2, 1)))  # fmt: skip
     ir = kernel.inspect_llvm(kernel.signatures[0])
     element = "float" if dtype == np.float32 else "double"
     lanes = [int(k) for k in re.findall(rf"<(\d+) x {element}>", ir)]

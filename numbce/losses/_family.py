@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+MAX_PARAMS = 3
+"""Kernel parameters per family (padded with zeros): they travel in one array."""
+
 
 class Primitives(NamedTuple):
     """What a backend compiles a family's formulas with.
@@ -58,16 +61,19 @@ class Family:
       values into the kernel's parameters (at least one).
     * ``element(primitives) -> f(x, y, w, q, params) -> (loss, grad, hess)``: the per-element
       formulas, compiled by each backend (``x`` the input, ``y`` the target, ``w`` the
-      weight, ``q`` the pos_weight, 1 where the family has none). Unused outputs are
-      dead code the compiler removes.
+      weight, ``q`` the pos_weight, 1 where the family has none, ``params`` a tuple of
+      :data:`MAX_PARAMS` values). Unused outputs are dead code the compiler removes.
     * ``reference(x, y, w, q, **options) -> (loss, grad, hess)``: float64 NumPy closed forms,
       written apart from ``element`` (an error shared by both would be invisible).
     * ``exact(x, y, q, **options) -> (loss, grad, hess, grad_unit, hess_unit)``: the same in
-      50-digit mpmath; the units are the largest term of each derivative (soft targets are
-      measured in ulps of it).
+      50-digit mpmath; the units are the sum of the magnitudes of each derivative's terms
+      (where terms of opposite signs cancel, errors are measured in ulps of it).
     * ``torch(x, y, q, **options) -> loss``: the same loss written in PyTorch (elementwise),
       the peer in accuracy tables and benchmarks; None if it has none.
-    * ``accuracy_options``: the option sets the accuracy tables and tests sweep.
+    * ``accuracy_options``: the option sets the accuracy tables and tests sweep;
+      ``input_grid``: which extreme grid they use ("logits" or "probabilities").
+    * ``float32_in_float64``: float32 data is computed in float64 (then rounded), where the
+      float32 formulas would lose more than a few ulps.
     """
 
     name: str
@@ -89,7 +95,8 @@ class Family:
     exact: Callable
     torch: Callable | None
     accuracy_options: tuple[dict, ...]
-    input_grid: str  # "logits" or "probabilities": which extreme grid the accuracy uses
+    input_grid: str
+    float32_in_float64: bool = False
 
 
 def real_scalar(name: str, value) -> float:

@@ -71,7 +71,7 @@ def _exact(p, y, q):
     else:
         terms = 1 / floor, mpmath.mpf(0)
     hess = terms[0] + terms[1]
-    return -(y * log_p + (1 - y) * log_not_p), grad, hess, abs(grad), max(terms)
+    return -(y * log_p + (1 - y) * log_not_p), grad, hess, abs(grad), hess
 
 
 def _torch(p, y, q):

@@ -83,7 +83,7 @@ def _exact(x, y, q, label_smoothing=0.0):
     )
     terms = b * sigmoid_pos, a * sigmoid_neg
     hess = (a + b) * sigmoid_pos * sigmoid_neg
-    return loss, terms[0] - terms[1], hess, max(terms), hess
+    return loss, terms[0] - terms[1], hess, terms[0] + terms[1], hess
 
 
 def _torch(x, y, q, label_smoothing=0.0):
