@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from numbce.losses import Family
+from numbce.losses._family import MAX_PARAMS
 
 REDUCTIONS = ("none", "mean", "sum")
 _REAL_KINDS = "fiub"
@@ -159,7 +160,8 @@ class Request:
     ``input`` and ``target`` are arrays of the caller's kind (checked: dtypes, same shape);
     ``weight``, ``pos_weight`` and ``grad_output`` are a float or an array of that kind (or
     NumPy) checked broadcastable (``grad_output``: the input's shape, 'none' only);
-    ``params`` the family's kernel parameters; ``dtype`` the compute dtype and
+    ``params`` the family's kernel parameters (padded with zeros to :data:`MAX_PARAMS`);
+    ``dtype`` the compute dtype and
     ``result_dtype`` the dtype of every result.
     """
 
@@ -234,7 +236,11 @@ def validate(
         check_unit_interval("target", target)
     if reduction not in REDUCTIONS or size_average is not None or reduce is not None:
         reduction = check_reduction(reduction, size_average, reduce)
-    if reduction != "none" and grad_output is not None and np.ndim(grad_output):
+    if (
+        reduction != "none"
+        and not isinstance(grad_output, float)
+        and np.ndim(grad_output)
+    ):
         raise ValueError(
             f"grad_output must be a scalar for reduction={reduction!r}, "
             f"got shape {tuple(np.shape(grad_output))}"
@@ -260,9 +266,9 @@ def validate(
         shape=shape,
         size=math.prod(shape),
         dtype=dtype,
-        result_dtype=np.dtype(result_dtype),
+        result_dtype=result_dtype,
         reduction=reduction,
-        params=tuple(family.params(**values)),
+        params=(*family.params(**values), 0.0, 0.0, 0.0)[:MAX_PARAMS],
     )
 
 

@@ -7,7 +7,7 @@ parallel) around the family's per-element formulas; the flags are compile-time c
 so each variant carries only the work it asks for.
 
 Determinism: the data is cut into fixed blocks of :data:`numbce._config.BLOCK` elements;
-each block sums its losses in float64 in a fixed order (:func:`_lane_sum`) and records
+each block sums its losses in float64 in a fixed pairwise order (:func:`_tree_sum`), records
 out-of-range values in flags; the partials are then added with ``math.fsum``. No fastmath
 flag is used (no reassociation, no contraction of ``a*b + c`` into an FMA, which LLVM
 decides differently per CPU and even per compilation of the same code), so the bits are
@@ -35,7 +35,6 @@ import numpy as np
 from numbce import _config, _validate, _vectormath
 from numbce._validate import Request
 from numbce.losses import FAMILIES, Primitives
-from numbce.losses._family import MAX_PARAMS
 
 BAD_INPUT, BAD_TARGET = 1, 2
 """Bits of a block's flags: an input (where range-checked) or a target outside [0, 1]."""
@@ -88,7 +87,7 @@ def _primitives(dtype: str) -> Primitives:
 @functools.cache
 def _element(family: str, dtype: str):
     """The family's formulas for ``dtype``: ``(x, y, w, q, params) -> (loss, grad, hess)``
-    in ``dtype``, ``params`` a tuple of :data:`MAX_PARAMS` values of :func:`_params_dtype`."""
+    in ``dtype``, ``params`` a tuple of :data:`numbce.losses._family.MAX_PARAMS` values of :func:`_params_dtype`."""
     if _params_dtype(family, dtype) == dtype:
         return FAMILIES[family].element(_primitives(dtype))
     wide = FAMILIES[family].element(_primitives("float64"))
@@ -108,25 +107,21 @@ def _params_dtype(family: str, dtype: str) -> str:
 
 
 @numba.njit(**_INLINE)
-def _lane_sum(values, count):
-    """float64 sum of ``values[:count]`` in a fixed order: eight interleaved partial sums
-    (lane j adds elements j, j+8, ...; they fill SIMD registers without reassociation),
-    combined pairwise, then the remainder."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    full = count - count % 8
-    for i in range(0, full, 8):
-        s0 += values[i]
-        s1 += values[i + 1]
-        s2 += values[i + 2]
-        s3 += values[i + 3]
-        s4 += values[i + 4]
-        s5 += values[i + 5]
-        s6 += values[i + 6]
-        s7 += values[i + 7]
-    rest = 0.0
-    for i in range(full, count):
-        rest += values[i]
-    return (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))) + rest
+def _tree_sum(values, count, scratch):
+    """float64 sum of ``values[:count]`` (a buffer of :data:`numbce._config.BLOCK`
+    elements, padded here with zeros) in a fixed pairwise order: halves added elementwise
+    into ``scratch`` (BLOCK // 2 float64), then halved again down to one. Every step is an
+    elementwise loop the compiler vectorizes without reassociating anything."""
+    half = values.size // 2
+    for i in range(count, values.size):
+        values[i] = 0
+    for k in range(half):
+        scratch[k] = np.float64(values[k]) + np.float64(values[k + half])
+    while half > 1:
+        half //= 2
+        for k in range(half):
+            scratch[k] += scratch[k + half]
+    return scratch[0]
 
 
 def _kernel(variant: Variant):
@@ -137,7 +132,7 @@ def _kernel(variant: Variant):
     array (ignored unless ``grad_output_array``); ``scalars`` float64 ``[weight,
     pos_weight, grad_scale, row, *params]``: the operands' values where SCALAR,
     ``grad_scale`` multiplying every derivative, ``row`` the length of the last axis (the
-    period of ROW operands), the family's :data:`MAX_PARAMS` parameters (one array: few
+    period of ROW operands), the family's :data:`numbce.losses._family.MAX_PARAMS` parameters (one array: few
     arguments make a fast call); ``loss_out, grad_out, hess_out`` outputs of ``x.size``
     (any 1-element array where not stored); ``blocks_out`` float64 of shape (2, number of
     blocks): each block's loss sum and range flags.
@@ -173,6 +168,7 @@ def _kernel(variant: Variant):
             # Losses go through an L1-sized buffer, summed after the loop: a float64
             # accumulator inside it would narrow float32 SIMD to the width of float64.
             block_losses = np.empty(block if reduce_loss else 0, dtype=x.dtype)
+            scratch = np.empty(block // 2 if reduce_loss else 0)
             # Boolean accumulators: an integer one would widen the SIMD lanes to 64 bits.
             inputs_ok = True
             targets_ok = True
@@ -207,7 +203,7 @@ def _kernel(variant: Variant):
                         hess_out[i] = hess * scale
                 segment = segment_stop
             blocks_out[0, b] = (
-                lane_sum(block_losses, stop - start)  # noqa: F821 (global below)
+                tree_sum(block_losses, stop - start, scratch)  # noqa: F821 (global below)
                 if reduce_loss
                 else 0.0
             )
@@ -219,7 +215,7 @@ def _kernel(variant: Variant):
     # (Numba would never find a kernel that closes over a dispatcher in its cache); the
     # name gives each variant its own cache file.
     names = {"np": np, "element": _element(variant.family, variant.dtype),
-             "lane_sum": _lane_sum, "BAD_INPUT": BAD_INPUT, "BAD_TARGET": BAD_TARGET,
+             "tree_sum": _tree_sum, "BAD_INPUT": BAD_INPUT, "BAD_TARGET": BAD_TARGET,
              "__name__": __name__}  # fmt: skip
     function = types.FunctionType(
         kernel.__code__, names, "kernel", None, kernel.__closure__
@@ -294,16 +290,15 @@ def run(request: Request):
     store_loss = outputs.loss and request.reduction == "none"
     reduce_loss = outputs.loss and not store_loss
     grad_output_array = grad_output_array and (outputs.grad or outputs.hess)
-    key = (request.family.name, dtype.name, store_loss, reduce_loss, outputs.grad,
+    key = (request.family.name, dtype, store_loss, reduce_loss, outputs.grad,
            outputs.hess, weight_layout, pos_weight_layout, grad_output_array,
            n >= _config.PARALLEL_THRESHOLD)  # fmt: skip
     kernel = _KERNELS.get(key)
     if kernel is None:
-        kernel = _KERNELS[key] = _kernel(Variant(*key))
+        kernel = _KERNELS[key] = _kernel(Variant(key[0], dtype.name, *key[2:]))
     nblocks = -(-n // _config.BLOCK)
-    scalars = np.zeros(4 + MAX_PARAMS)
-    scalars[:4] = weight_value, pos_weight_value, grad_scale, shape[-1] if shape else 1
-    scalars[4 : 4 + len(request.params)] = request.params
+    scalars = np.array((weight_value, pos_weight_value, grad_scale,
+                        shape[-1] if shape else 1, *request.params))  # fmt: skip
     placeholder = _PLACEHOLDER[dtype]
     loss_out = np.empty(n, dtype=dtype) if store_loss else placeholder
     grad_out = np.empty(n, dtype=dtype) if outputs.grad else placeholder

@@ -81,7 +81,8 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         x = input if type(input) is np.ndarray else np.asarray(input)
         y = target if type(target) is np.ndarray else np.asarray(target)
         request = _validate.validate(family, outputs, x, y, **options)
-        return tuple(request.shaped(r) for r in cpu.run(request))
+        loss, grad, hess = cpu.run(request)
+        return request.shaped(loss), request.shaped(grad), request.shaped(hess)
     if kind == "cuda":
         from numbce import cuda as backend
     else:

@@ -662,3 +662,49 @@ def test_torch_current_stream_is_used(monkeypatch):
             x.cpu().numpy(), y.cpu().numpy(), reduction="none"
         ),
     )
+
+
+SUFFIXES = ["", "_grad", "_value_and_grad", "_hess", "_grad_hess"]
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_every_family_and_derivative_matches_cpu(rng, suffix, name, dtype, reduction):
+    """Driven by the registry: every public function of every family, with its last
+    accuracy option set and a per-class weight (read at i % C on the device)."""
+    family = FAMILIES[name]
+    low, high = (-8.0, 8.0) if family.input_grid == "logits" else (0.01, 0.99)
+    x = rng.uniform(low, high, size=SHAPE).astype(dtype)
+    y = rng.uniform(0.0, 1.0, size=SHAPE).astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=SHAPE[-1:]).astype(dtype)
+    options = dict(family.accuracy_options[-1], reduction=reduction)
+    function = getattr(numbce, name + suffix)
+    got = function(
+        cuda.to_device(x), cuda.to_device(y), weight=cuda.to_device(w), **options
+    )
+    expected = function(x, y, weight=w, **options)
+    if isinstance(expected, tuple):
+        _check_pair(got, expected)
+    else:
+        _check(got, expected)
+
+
+def test_wide_target_is_checked_before_rounding_as_on_the_cpu():
+    """A float64 target of 1 + 1e-9 rounds to 1.0 in float32: rejected, as on the CPU."""
+    x = np.zeros(3, dtype=np.float32)
+    y = np.array([0.0, 1.0 + 1e-9, 1.0])
+    message = _cpu_message(numbce.binary_cross_entropy_with_logits, x, y)
+    assert "1.000000001" in message
+    with pytest.raises(ValueError, match=re.escape(message)):
+        numbce.binary_cross_entropy_with_logits(cuda.to_device(x), cuda.to_device(y))
+
+
+def test_overflowing_sum_is_inf_not_an_exception():
+    x = np.zeros(64)
+    x[0] = x[40] = -1e308  # two blocks each hold a loss of 1e308
+    got = numbce.binary_cross_entropy_with_logits(
+        cuda.to_device(x), cuda.to_device(np.ones(64)), reduction="sum"
+    )
+    assert got == np.inf

@@ -192,7 +192,9 @@ def test_lazy_results_keep_dtype_and_chunks(dtype):
         assert lazy.dtype == dtype and lazy.chunks == dx.chunks
     got = mean.compute(scheduler="threads")
     assert type(got) is np.dtype(dtype).type
-    assert got == numbce.binary_cross_entropy_with_logits(x, y)
+    # float64 block sums grouped by chunk, not by 4,096 elements: equal to rounding
+    expected = numbce.binary_cross_entropy_with_logits(x, y)
+    assert abs(got - expected) <= np.spacing(expected)
 
 
 def test_value_and_grad_persisted_reads_each_block_once(monkeypatch):
@@ -293,3 +295,58 @@ def test_unknown_chunk_sizes_are_refused():
 def test_importing_numbce_does_not_import_dask():
     code = "import sys, numbce; assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sorted(numbce.functional.FUNCTIONS))
+@pytest.mark.parametrize("chunks", [CHUNKS, ((1,) * 53, (7,)), ((53,), (1,) * 7)])
+def test_elementwise_results_have_the_in_memory_bits_under_any_chunking(name, chunks):
+    """Every public function of every registered family; 'none' losses and derivatives
+    are computed element by element, so the chunking cannot change a bit."""
+    x, y = _inputs("logits" in name or "focal" in name)
+    function = numbce.functional.FUNCTIONS[name]
+    got = function(da.from_array(x, chunks=chunks), y, reduction="none")
+    expected = function(x, y, reduction="none")
+    pairs = (
+        zip(got, expected, strict=True) if isinstance(got, tuple) else [(got, expected)]
+    )
+    for lazy, in_memory in pairs:
+        np.testing.assert_array_equal(lazy.compute(scheduler="threads"), in_memory)
+
+
+def test_overflowing_sum_is_inf_not_an_exception():
+    x = np.zeros(8192)
+    x[0] = x[4096] = -1e308
+    dx = da.from_array(x, chunks=4096)
+    for reduction in ("sum", "mean"):
+        got = numbce.binary_cross_entropy_with_logits(
+            dx, np.ones(8192), reduction=reduction
+        )
+        assert got.compute(scheduler="threads") == np.inf
+
+
+def test_wide_target_error_names_the_index_in_the_whole_array():
+    x = np.zeros((100, 50), dtype=np.float32)
+    y = np.zeros((100, 50))
+    y[97, 43] = 1.0 + 1e-9  # rounds to 1.0 in float32: rejected before rounding
+    in_memory = (
+        "target must be in [0, 1], got 1.000000001 at flat index 4893 (index (97, 43))"
+    )
+    with pytest.raises(ValueError, match=re.escape(in_memory)):
+        numbce.binary_cross_entropy_with_logits(x, y)
+    lazy = numbce.binary_cross_entropy_with_logits(
+        da.from_array(x, chunks=(10, 10)), da.from_array(y, chunks=(10, 10))
+    )
+    with pytest.raises(ValueError, match=re.escape(in_memory)):
+        lazy.compute(scheduler="threads")
+
+
+def test_grad_output_none_means_one_as_in_memory():
+    x, y = _inputs(True)
+    for reduction in ("mean", "none"):
+        lazy = numbce.binary_cross_entropy_with_logits_grad(
+            da.from_array(x, chunks=CHUNKS), y, reduction=reduction, grad_output=None
+        )
+        np.testing.assert_array_equal(
+            lazy.compute(scheduler="threads"),
+            numbce.binary_cross_entropy_with_logits_grad(x, y, reduction=reduction),
+        )

@@ -108,3 +108,11 @@ def real_scalar(name: str, value) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def mp(value):
+    """``value`` as an mpmath number (exactly: a float's binary value; an mpmath number as
+    it is, so that the exact forms can be differentiated by mpmath)."""
+    import mpmath  # the dev extra: only the accuracy measurement needs it
+
+    return value if isinstance(value, mpmath.mpf) else mpmath.mpf(float(value))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numbce.losses._family import Family, Primitives
+from numbce.losses._family import Family, Primitives, mp
 
 LOG_CLAMP = -100.0
 """PyTorch's lower clamp of ``log(p)`` and ``log1p(-p)``."""
@@ -61,7 +61,7 @@ def _reference(p, y, w, q):
 def _exact(p, y, q):
     import mpmath  # the dev extra: only the accuracy measurement needs it
 
-    p, y = mpmath.mpf(float(p)), mpmath.mpf(float(y))
+    p, y = mp(p), mp(y)
     log_p = max(mpmath.log(p), LOG_CLAMP) if p > 0 else mpmath.mpf(LOG_CLAMP)
     log_not_p = max(mpmath.log1p(-p), LOG_CLAMP) if p < 1 else mpmath.mpf(LOG_CLAMP)
     floor = mpmath.mpf(GRAD_DENOMINATOR_FLOOR)

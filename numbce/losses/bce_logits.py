@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from numbce import _formulas
-from numbce.losses._family import Family, Option, Primitives, real_scalar
+from numbce.losses._family import Family, Option, Primitives, mp, real_scalar
 
 
 def _check_label_smoothing(value) -> float:
@@ -31,17 +31,17 @@ def _params(label_smoothing: float) -> tuple[float, float]:
 def _element(primitives: Primitives):
     f = _formulas.make(primitives)
     zero, one = primitives.real(0.0), primitives.real(1.0)
-    product, logistic = f.zero_product, f.logistic
+    term, logistic = f.term, f.logistic
 
     @primitives.jit
     def element(x, y, w, q, params):
         keep, half_eps = params[0], params[1]
-        a = product(w, product(q, y * keep + half_eps))
-        b = product(w, (one - y) * keep + half_eps)
+        a = term(q * (y * keep + half_eps), w)
+        b = term((one - y) * keep + half_eps, w)
         sigmoid_pos, sigmoid_neg, e, r, log1p_e = logistic(x)
-        loss = product(a, max(zero, -x) + log1p_e) + product(b, max(zero, x) + log1p_e)
-        grad = product(b, sigmoid_pos) - product(a, sigmoid_neg)
-        hess = product(a + b, e * r * r)
+        loss = term(a, max(zero, -x) + log1p_e) + term(b, max(zero, x) + log1p_e)
+        grad = b * sigmoid_pos - a * sigmoid_neg
+        hess = (a + b) * (e * r * r)
         return loss, grad, hess
 
     return element
@@ -54,27 +54,28 @@ def _sigmoid_pair(x):
 
 
 def _times(coefficient, term):
-    """``coefficient * term``, 0 wherever the coefficient is 0 (even if the term is inf)."""
+    """``coefficient * term``, 0 wherever the coefficient is 0 (even if the term is inf:
+    an infinite logit or weight)."""
     with np.errstate(invalid="ignore"):
         return np.where(coefficient == 0, 0.0, coefficient * term)
 
 
 def _reference(x, y, w, q, label_smoothing=0.0):
-    a = _times(w, q * (y * (1.0 - label_smoothing) + 0.5 * label_smoothing))
-    b = _times(w, (1.0 - y) * (1.0 - label_smoothing) + 0.5 * label_smoothing)
+    a = _times(q * (y * (1.0 - label_smoothing) + 0.5 * label_smoothing), w)
+    b = _times((1.0 - y) * (1.0 - label_smoothing) + 0.5 * label_smoothing, w)
     softplus_pos = np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     softplus_neg = np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     sigmoid_pos, sigmoid_neg = _sigmoid_pair(x)
     loss = _times(a, softplus_neg) + _times(b, softplus_pos)
-    grad = _times(b, sigmoid_pos) - _times(a, sigmoid_neg)
-    hess = _times(a + b, sigmoid_pos * sigmoid_neg)
+    grad = b * sigmoid_pos - a * sigmoid_neg
+    hess = (a + b) * sigmoid_pos * sigmoid_neg
     return loss, grad, hess
 
 
 def _exact(x, y, q, label_smoothing=0.0):
     import mpmath  # the dev extra: only the accuracy measurement needs it
 
-    x, y, q, eps = (mpmath.mpf(float(v)) for v in (x, y, q, label_smoothing))
+    x, y, q, eps = (mp(v) for v in (x, y, q, label_smoothing))
     a = q * (y * (1 - eps) + eps / 2)
     b = (1 - y) * (1 - eps) + eps / 2
     sigmoid_pos, sigmoid_neg = 1 / (1 + mpmath.exp(-x)), 1 / (1 + mpmath.exp(x))

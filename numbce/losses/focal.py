@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from numbce import _formulas
-from numbce.losses._family import Family, Option, Primitives, real_scalar
+from numbce.losses._family import Family, Option, Primitives, mp, real_scalar
 
 
 def _check_alpha(value):
@@ -52,17 +52,15 @@ def _params(alpha, gamma: float) -> tuple[float, float, float]:
 def _element(primitives: Primitives):
     f = _formulas.make(primitives)
     zero, one, two = (primitives.real(v) for v in (0.0, 1.0, 2.0))
-    product, logistic = f.zero_product, f.logistic
+    term, logistic = f.term, f.logistic
 
     @primitives.jit
     def element(x, y, w, q, params):
         alpha_pos, alpha_neg, gamma = params[0], params[1], params[2]
         not_y = one - y
-        weight = product(w, alpha_pos * y + alpha_neg * not_y)
+        weight = term(alpha_pos * y + alpha_neg * not_y, w)
         sigmoid_pos, sigmoid_neg, e, r, log1p_e = logistic(x)
-        ce = product(y, max(zero, -x) + log1p_e) + product(
-            not_y, max(zero, x) + log1p_e
-        )
+        ce = term(y, max(zero, -x) + log1p_e) + term(not_y, max(zero, x) + log1p_e)
         # m = r d; u = s s_ / m = r e / d, whose limit is r where d = e = 0 (y = 1, x = inf)
         d = not_y + e * y if x >= zero else e * not_y + y
         m = r * d
@@ -70,15 +68,15 @@ def _element(primitives: Primitives):
         power = m**gamma
         k = not_y - y
         g = not_y * sigmoid_pos - y * sigmoid_neg
-        ku_ce = k * product(u, ce)
-        loss = product(weight, product(ce, power))
-        grad = product(weight, power * (g + gamma * ku_ce))
+        ku_ce = k * term(u, ce)
+        loss = term(weight, term(power, ce))
+        grad = term(weight, power * (g + gamma * ku_ce))
         curvature = (
             e * r * r
             + two * gamma * k * u * g
             + gamma * ku_ce * ((gamma - one) * k * u + sigmoid_neg - sigmoid_pos)
         )
-        hess = product(weight, power * curvature)
+        hess = term(weight, power * curvature)
         return loss, grad, hess
 
     return element
@@ -120,7 +118,7 @@ def _exact(x, y, q, alpha=0.25, gamma=2.0):
     import mpmath  # the dev extra: only the accuracy measurement needs it
 
     alpha_pos, alpha_neg, gamma = (mpmath.mpf(v) for v in _params(alpha, gamma))
-    x, y = mpmath.mpf(float(x)), mpmath.mpf(float(y))
+    x, y = mp(x), mp(y)
     s, s_ = 1 / (1 + mpmath.exp(-x)), 1 / (1 + mpmath.exp(x))
     ce = (y * mpmath.log1p(mpmath.exp(-x)) if y else 0) + (
         (1 - y) * mpmath.log1p(mpmath.exp(x)) if y != 1 else 0
