@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 import numbce
+from numbce.losses import FAMILIES
 from numbce.nn import training
 from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid
 from numbce.optim import views_like
@@ -40,7 +41,9 @@ ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "logistic": Sigmo
 LAYERS = {cls.__name__: cls for cls in (Flatten, Linear, ReLU, Sigmoid, Tanh)}
 """Layer classes by name, to rebuild a saved network."""
 
-LOSSES_ON_PROBABILITIES = frozenset({"binary_cross_entropy"})
+LOSSES_ON_PROBABILITIES = frozenset(
+    name for name, family in FAMILIES.items() if family.input_in_unit_interval
+)
 """Loss families whose input is a probability (a Sigmoid head); the others take logits."""
 
 FIT_OPTIONS = frozenset({"weight", "reduction", "grad_output"})
