@@ -1,14 +1,16 @@
-"""Who races whom: one registry drives the kernel benchmarks and their smoke test.
+"""Who races whom: the registry of loss families drives the kernel benchmarks and their
+smoke test.
 
 ``contestants(family, op, x, y)`` returns ``{name: zero-argument callable}`` for one input:
 numbce, the memory floor of the same bytes, the float64 NumPy closed form
-(:mod:`numbce.reference`), PyTorch CPU (when installed) and scikit-learn's ``log_loss``
-(forward on probabilities, N <= 1e5). Every callable returns what it computed, so the
-smoke test can check that the contestants agree.
+(:mod:`numbce.reference`), PyTorch CPU (when installed: the family's torch form, autograd
+for the derivatives; the torchvision formula for the focal loss) and scikit-learn's
+``log_loss`` (forward on probabilities, N <= 1e5). Every callable returns what it computed,
+so the smoke test can check that the contestants agree.
 
-* ``family``: ``"logits"`` (BCE-with-logits, ``x`` logits) or ``"probs"`` (BCE, ``x``
-  probabilities).
-* ``op``: ``"forward"`` (mean loss), ``"grad"`` (d mean / dx), ``"fused"`` (both at once).
+* ``family``: a name of :data:`numbce.losses.FAMILIES`, with its default options.
+* ``op``: ``"forward"`` (mean loss), ``"grad"`` (d mean / dx), ``"fused"`` (both at once),
+  ``"grad_hess"`` (gradient and second derivative at once).
 """
 
 from __future__ import annotations
@@ -20,9 +22,16 @@ import numpy as np
 
 import numbce
 from numbce import reference
+from numbce.losses import FAMILIES as REGISTRY
 
-FAMILIES = ("logits", "probs")
-OPS = ("forward", "grad", "fused")
+FAMILIES = tuple(REGISTRY)
+OPS = ("forward", "grad", "fused", "grad_hess")
+SUFFIXES = {
+    "forward": "",
+    "grad": "_grad",
+    "fused": "_value_and_grad",
+    "grad_hess": "_grad_hess",
+}
 SKLEARN_MAX_N = 100_000
 
 
@@ -33,6 +42,17 @@ def triad(a, b, out):
     for i in numba.prange(a.size):
         out[i] = a[i] + two * b[i]
     return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def triad_pair(a, b, out, out2):
+    """``out = a + 2 b``, ``out2 = a - b``: reads two arrays and writes two, like a fused
+    gradient and second derivative."""
+    two = a.dtype.type(2)
+    for i in numba.prange(a.size):
+        out[i] = a[i] + two * b[i]
+        out2[i] = a[i] - b[i]
+    return out, out2
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -52,8 +72,8 @@ def size_id(n: int) -> str:
 
 
 def bytes_moved(op: str, x: np.ndarray) -> int:
-    """Bytes the op must move: read x and y, and write the gradient unless forward-only."""
-    arrays = 2 if op == "forward" else 3
+    """Bytes the op must move: read x and y, and write each derivative array."""
+    arrays = {"forward": 2, "grad": 3, "fused": 3, "grad_hess": 4}[op]
     return arrays * x.nbytes
 
 
@@ -62,36 +82,33 @@ def make_inputs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits ~ N(0, 3) or probabilities ~ U(0, 1), with hard 0/1 targets."""
     rng = np.random.default_rng(seed)
-    x = rng.normal(scale=3.0, size=n) if family == "logits" else rng.uniform(size=n)
+    logits = REGISTRY[family].input_grid == "logits"
+    x = rng.normal(scale=3.0, size=n) if logits else rng.uniform(size=n)
     y = (rng.uniform(size=n) < 0.5).astype(dtype)
     return x.astype(dtype), y
 
 
+def _options(family: str) -> dict:
+    return {option.name: option.default for option in REGISTRY[family].options}
+
+
 def _numbce(family: str, op: str) -> Callable:
-    functions = {
-        ("logits", "forward"): numbce.binary_cross_entropy_with_logits,
-        ("logits", "grad"): numbce.binary_cross_entropy_with_logits_grad,
-        ("logits", "fused"): numbce.binary_cross_entropy_with_logits_value_and_grad,
-        ("probs", "forward"): numbce.binary_cross_entropy,
-        ("probs", "grad"): numbce.binary_cross_entropy_grad,
-        ("probs", "fused"): numbce.binary_cross_entropy_value_and_grad,
-    }
-    return functions[family, op]
+    function = numbce.functional.FUNCTIONS[family + SUFFIXES[op]]
+    options = dict(_options(family), reduction="mean")
+    return lambda x, y: function(x, y, **options)
 
 
 def _numpy(family: str, op: str) -> Callable:
-    if family == "logits":
-        loss, grad = (
-            reference.binary_cross_entropy_with_logits,
-            reference.binary_cross_entropy_with_logits_grad,
-        )
-    else:
-        loss, grad = reference.binary_cross_entropy, reference.binary_cross_entropy_grad
-    if op == "forward":
-        return loss
-    if op == "grad":
-        return grad
-    return lambda x, y: (loss(x, y), grad(x, y))
+    options = dict(_options(family), reduction="mean")
+    loss, grad, hess = (
+        getattr(reference, family + suffix) for suffix in ("", "_grad", "_hess")
+    )
+    return {
+        "forward": lambda x, y: loss(x, y, **options),
+        "grad": lambda x, y: grad(x, y, **options),
+        "fused": lambda x, y: (loss(x, y, **options), grad(x, y, **options)),
+        "grad_hess": lambda x, y: (grad(x, y, **options), hess(x, y, **options)),
+    }[op]
 
 
 def _torch(family: str, op: str) -> Callable | None:
@@ -99,39 +116,48 @@ def _torch(family: str, op: str) -> Callable | None:
         import torch
     except ImportError:
         return None
-    functional = torch.nn.functional
-    loss_fn = (
-        functional.binary_cross_entropy_with_logits
-        if family == "logits"
-        else functional.binary_cross_entropy
-    )
+    form, options = REGISTRY[family].torch, _options(family)
+    if form is None:
+        return None
+
+    def mean_loss(xt, y):
+        return form(xt, torch.from_numpy(y), None, **options).mean()
+
     if op == "forward":
-        return lambda x, y: loss_fn(torch.from_numpy(x), torch.from_numpy(y)).item()
+        return lambda x, y: mean_loss(torch.from_numpy(x), y).item()
 
-    def forward_backward(x, y):
+    def derivatives(x, y):
         xt = torch.from_numpy(x).requires_grad_()
-        loss = loss_fn(xt, torch.from_numpy(y))
-        loss.backward()
-        return (loss.item(), xt.grad.numpy()) if op == "fused" else xt.grad.numpy()
+        loss = mean_loss(xt, y)
+        if op != "grad_hess":
+            loss.backward()
+            return (loss.item(), xt.grad.numpy()) if op == "fused" else xt.grad.numpy()
+        (grad,) = torch.autograd.grad(loss, xt, create_graph=True)
+        (hess,) = torch.autograd.grad(grad.sum(), xt)  # elementwise: the diagonal
+        return grad.detach().numpy(), hess.numpy()
 
-    return forward_backward
+    return derivatives
 
 
 def contestants(
     family: str, op: str, x: np.ndarray, y: np.ndarray
 ) -> dict[str, Callable]:
     """Zero-argument callables computing ``op`` of ``family`` on ``(x, y)``, by contestant."""
-    out = np.empty_like(x)
-    floor = (lambda: dot(x, y)) if op == "forward" else (lambda: triad(x, y, out))
+    out, out2 = np.empty_like(x), np.empty_like(x)
+    floors = {
+        "forward": lambda: dot(x, y),
+        "grad_hess": lambda: triad_pair(x, y, out, out2),
+    }
+    numbce_fn, numpy_fn = _numbce(family, op), _numpy(family, op)
     racers = {
-        "floor": floor,
-        "numbce": lambda: _numbce(family, op)(x, y),
-        "numpy": lambda: _numpy(family, op)(x, y),
+        "floor": floors.get(op, lambda: triad(x, y, out)),
+        "numbce": lambda: numbce_fn(x, y),
+        "numpy": lambda: numpy_fn(x, y),
     }
     torch_fn = _torch(family, op)
     if torch_fn is not None:
         racers["pytorch"] = lambda: torch_fn(x, y)
-    if family == "probs" and op == "forward" and x.size <= SKLEARN_MAX_N:
+    if family == "binary_cross_entropy" and op == "forward" and x.size <= SKLEARN_MAX_N:
         from sklearn.metrics import log_loss
 
         racers["scikit-learn"] = lambda: log_loss(y, x, labels=[0, 1])

@@ -233,8 +233,16 @@ def plot(benchmarks: list[dict], path: Path) -> None:
             series[info["family"], info["op"]][info["contestant"]].append(
                 (info["n"], gbps)
             )
-    families, ops = ["logits", "probs"], ["forward", "grad", "fused"]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True, sharey=True)
+    families = sorted({family for family, _ in series})
+    ops = ["forward", "grad", "fused"]
+    fig, axes = plt.subplots(
+        len(families),
+        3,
+        figsize=(13, 3.5 * len(families)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     for row, family in enumerate(families):
         for col, op in enumerate(ops):
             ax = axes[row][col]
@@ -243,7 +251,7 @@ def plot(benchmarks: list[dict], path: Path) -> None:
                 style = {"linestyle": "--", "color": "black"} if name == "floor" else {}
                 ax.plot(n, gbps, marker="o", label=name, **style)
             ax.set(xscale="log", yscale="log", title=f"{family}: {op} (float32)")
-            if row == 1:
+            if row == len(families) - 1:
                 ax.set_xlabel("N elements")
             if col == 0:
                 ax.set_ylabel("GB/s of input and output moved")
