@@ -9,7 +9,7 @@ so each variant carries only the work it asks for.
 Determinism: the data is cut into fixed blocks of :data:`numbce._config.BLOCK` elements;
 each block sums its losses in float64 in a fixed pairwise order (:func:`_tree_sum`), records
 out-of-range values in flags; the partials are then added with ``math.fsum``. No fastmath
-flag is used (no reassociation, no contraction of ``a*b + c`` into an FMA, which LLVM
+flag is used (sums are never reordered, no ``a*b + c`` is contracted into an FMA, which LLVM
 decides differently per CPU and even per compilation of the same code), so the bits are
 the same for any thread count, any x86-64 CPU, and a fresh or cached compile. Each variant
 has its own cache file, keyed by the variant and a hash of the sources it is built from.
@@ -111,7 +111,7 @@ def _tree_sum(values, count, scratch):
     """float64 sum of ``values[:count]`` (a buffer of :data:`numbce._config.BLOCK`
     elements, padded here with zeros) in a fixed pairwise order: halves added elementwise
     into ``scratch`` (BLOCK // 2 float64), then halved again down to one. Every step is an
-    elementwise loop the compiler vectorizes without reassociating anything."""
+    elementwise loop the compiler vectorizes in this exact order."""
     half = values.size // 2
     for i in range(count, values.size):
         values[i] = 0
