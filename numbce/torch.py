@@ -5,11 +5,14 @@ with PyTorch's signature (``torch.nn.functional`` for the BCE families, torchvis
 ``sigmoid_focal_loss`` for the focal loss, numbce's own options such as
 ``label_smoothing`` and the focal ``weight`` keyword-only after them) and a
 ``torch.nn.Module`` with PyTorch's constructor (``BCEWithLogitsLoss``, ``BCELoss``,
-``SigmoidFocalLoss``)::
+``SigmoidFocalLoss``):
 
-    import numbce.torch as nt
-    loss = nt.binary_cross_entropy_with_logits(model(x), y, pos_weight=q)
-    loss.backward()
+>>> import torch, numbce.torch as nt
+>>> x = torch.tensor([2.0, -1.0], requires_grad=True)
+>>> loss = nt.binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0]))
+>>> loss.backward()
+>>> loss, x.grad
+(tensor(0.2201, grad_fn=<_LossBackward>), tensor([-0.0596,  0.1345]))
 
 Autograd: the loss is a :class:`torch.autograd.Function` whose forward runs numbce's fused
 ``*_value_and_grad`` kernel (one pass over the data) and keeps the gradient; its backward
@@ -36,7 +39,13 @@ import inspect
 from collections.abc import Callable
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as error:  # pragma: no cover - the 'compare' extra installs it
+    raise ImportError(
+        "numbce.torch needs PyTorch >= 2.0: pip install torch (or 'numbce[compare]')"
+    ) from error
 
 from numbce import _validate
 from numbce.functional import FUNCTIONS, binder

@@ -18,17 +18,19 @@ from numbce import boosting
 xgb = pytest.importorskip("xgboost", reason="the 'boosting' extra is not installed")
 lgb = pytest.importorskip("lightgbm", reason="the 'boosting' extra is not installed")
 
+# One thread each: the suite runs beside other test workers (pytest -n), where an
+# OpenMP team that shares the cores waits at every barrier.
 XGB_PARAMS = {
     "max_depth": 4,
     "eta": 0.3,
     "tree_method": "hist",
-    "nthread": 2,
+    "nthread": 1,
     "seed": 0,
 }
 LGB_PARAMS = {
     "num_leaves": 15,
     "learning_rate": 0.2,
-    "num_threads": 2,
+    "num_threads": 1,
     "deterministic": True,
     "force_row_wise": True,
     "verbose": -1,
@@ -180,7 +182,7 @@ def test_xgboost_label_smoothing_is_training_on_smoothed_labels():
 def test_xgb_classifier_logloss_trains_the_builtin_model():
     X, y, w = _data()
     common = {"n_estimators": ROUNDS, "max_depth": 4, "learning_rate": 0.3,
-              "tree_method": "hist", "n_jobs": 2, "random_state": 0}  # fmt: skip
+              "tree_method": "hist", "n_jobs": 1, "random_state": 0}  # fmt: skip
     expected = xgb.XGBClassifier(objective="binary:logistic", base_score=0.5, **common)
     ours = xgb.XGBClassifier(objective=boosting.xgboost_objective(), **common)
     expected.fit(X, y, sample_weight=w)
@@ -271,7 +273,7 @@ def _focal_xgboost_sklearn(X, y, w, metric):
         eval_metric=metric,
         n_estimators=40,
         max_depth=4,
-        n_jobs=2,
+        n_jobs=1,
         random_state=0,
     )
     model.fit(X, y, sample_weight=w, eval_set=[(X, y)], sample_weight_eval_set=[w],
@@ -303,7 +305,7 @@ def _focal_lightgbm_sklearn(X, y, w, metric):
         n_estimators=40,
         num_leaves=15,
         learning_rate=0.2,
-        n_jobs=2,
+        n_jobs=1,
         random_state=0,
         deterministic=True,
         force_row_wise=True,
@@ -369,7 +371,7 @@ def test_lightgbm_logloss_trains_the_builtin_model(options, builtin):
 def test_lgbm_classifier_logloss_trains_the_builtin_model():
     X, y, w = _data()
     common = {"n_estimators": ROUNDS, "num_leaves": 15, "learning_rate": 0.2,
-              "n_jobs": 2, "random_state": 0, "deterministic": True,
+              "n_jobs": 1, "random_state": 0, "deterministic": True,
               "force_row_wise": True, "verbose": -1}  # fmt: skip
     expected = lgb.LGBMClassifier(
         objective="binary", boost_from_average=False, **common
