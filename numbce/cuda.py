@@ -81,11 +81,12 @@ def _simulator() -> bool:
 
 
 def _ieee(function):
-    """The NumPy ufunc ``function`` on scalars, silent about -inf and nan (simulator only)."""
+    """``function`` on NumPy scalars, silent about inf and nan results, as a GPU computes
+    them (simulator only: NumPy would warn)."""
 
-    def call(z):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return function(z)
+    def call(*args):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return function(*args)
 
     return call
 
@@ -98,7 +99,8 @@ def _element(family: Family, single: bool, simulator: bool):
         primitives = _ieee(np.exp), _ieee(np.log), _ieee(np.log1p)
     else:
         primitives = math.exp, math.log, math.log1p
-    jit = cuda.jit(device=True)
+    device = cuda.jit(device=True)
+    jit = (lambda function: device(_ieee(function))) if simulator else device
     wide = single and family.float32_in_float64
     real = np.float32 if single and not wide else np.float64
     element = family.element(Primitives(real, *primitives, jit=jit))

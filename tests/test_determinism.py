@@ -2,6 +2,7 @@
 cached compile, serial or parallel variant), thread safety whatever the threading layer,
 and the promises kept under stress: overflow, infinite weights, per-class operands."""
 
+import concurrent.futures
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ DIGEST = textwrap.dedent(
     from numbce import cpu
     rng = np.random.default_rng(0)
     digest = hashlib.sha256()
-    for n, dtype in ((20_000, np.float32), (20_000, np.float64), (1_000, np.float32)):
+    for n, dtype in ((20_000, np.float32), (1_000, np.float64)):
         x = rng.normal(scale=6, size=n).astype(dtype)
         p = rng.uniform(size=n).astype(dtype)
         y = rng.uniform(size=n).astype(dtype)
@@ -59,9 +60,13 @@ def test_same_bits_on_any_cpu_thread_count_and_cache_state(tmp_path):
     compiling fresh, the host loading from the cache with one thread, and Numba's generic
     x86-64 target (SSE2, no FMA) compiling fresh all give the same SHA-256."""
     host_cache, generic_cache = str(tmp_path / "host"), str(tmp_path / "generic")
-    fresh = _run(DIGEST, NUMBA_CACHE_DIR=host_cache)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        generic = pool.submit(
+            _run, DIGEST, NUMBA_CACHE_DIR=generic_cache, NUMBA_CPU_NAME="generic"
+        )
+        fresh = _run(DIGEST, NUMBA_CACHE_DIR=host_cache)
+        generic = generic.result()
     cached = _run(DIGEST, NUMBA_CACHE_DIR=host_cache, NUMBA_NUM_THREADS="1")
-    generic = _run(DIGEST, NUMBA_CACHE_DIR=generic_cache, NUMBA_CPU_NAME="generic")
     assert fresh["misses"] > 0 and cached["hits"] > 0 and cached["misses"] == 0
     assert fresh["digest"] == cached["digest"] == generic["digest"]
 

@@ -67,8 +67,9 @@ def _reference(x, y, w, q, label_smoothing=0.0):
     softplus_neg = np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     sigmoid_pos, sigmoid_neg = _sigmoid_pair(x)
     loss = _times(a, softplus_neg) + _times(b, softplus_pos)
-    grad = b * sigmoid_pos - a * sigmoid_neg
-    hess = (a + b) * sigmoid_pos * sigmoid_neg
+    with np.errstate(invalid="ignore"):  # inf - inf: infinite weights on both terms
+        grad = b * sigmoid_pos - a * sigmoid_neg
+        hess = (a + b) * sigmoid_pos * sigmoid_neg
     return loss, grad, hess
 
 
