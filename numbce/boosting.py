@@ -115,12 +115,12 @@ def _arguments(y_true, y_pred, sample_weight):
     return y_pred, y_true, weight
 
 
-def _float64(values) -> np.ndarray | None:
-    """Labels or weights as float64, flat (the boosters store them in float32: the kernel
-    would widen each element anyway, and runs about twice as fast on one dtype)."""
+def _flat(values) -> np.ndarray | None:
+    """Labels or weights as a flat array, in their dtype (float32 from the boosters: the
+    kernel widens each element as it reads it)."""
     if values is None:
         return None
-    return np.asarray(values, dtype=np.float64).reshape(-1)
+    return np.asarray(values).reshape(-1)
 
 
 def _margins(preds) -> np.ndarray:
@@ -152,8 +152,8 @@ class Objective:
         preds, labels, weight = _arguments(y_true, y_pred, sample_weight)
         return self._grad_hess(
             _margins(preds),
-            _float64(labels),
-            weight=_float64(weight),
+            _flat(labels),
+            weight=_flat(weight),
             reduction="none",
             **self.options,
         )
@@ -179,13 +179,13 @@ class Metric:
 
     def value(self, margins, labels, weight=None) -> float:
         """``sum(w l) / sum(w)`` (the mean loss without weights), in float64."""
-        margins, labels, weight = _margins(margins), _float64(labels), _float64(weight)
+        margins, labels, weight = _margins(margins), _flat(labels), _flat(weight)
         if weight is None:
             return float(self._loss(margins, labels, reduction="mean", **self.options))
         total = self._loss(
             margins, labels, reduction="sum", weight=weight, **self.options
         )
-        return float(total) / float(weight.sum())
+        return float(total) / float(weight.sum(dtype=np.float64))
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         native = _is_data(y_pred)
