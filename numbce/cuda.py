@@ -96,9 +96,9 @@ def _element(family: Family, single: bool, simulator: bool):
     """``family``'s per-element formulas for one dtype, compiled as a CUDA device function
     (float32 data computed in float64 where the family asks for it, as on the CPU)."""
     if simulator:
-        primitives = _ieee(np.exp), _ieee(np.log), _ieee(np.log1p)
+        primitives = _ieee(np.exp), _ieee(np.log), _ieee(np.log1p), _ieee(np.power)
     else:
-        primitives = math.exp, math.log, math.log1p
+        primitives = math.exp, math.log, math.log1p, math.pow
     device = cuda.jit(device=True)
     jit = (lambda function: device(_ieee(function))) if simulator else device
     wide = single and family.float32_in_float64

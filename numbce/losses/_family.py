@@ -22,8 +22,9 @@ class Primitives(NamedTuple):
 
     ``real`` is the arithmetic type (``np.float32``/``np.float64``; every constant must be of
     it, or float32 data would be promoted); ``exp(z)`` is called with ``z <= 0`` (or nan),
-    ``log(z)`` with ``z`` in [0, 1], ``log1p(z)`` with ``z`` in [-1, 1]; ``jit`` turns a
-    plain Python function into one the backend's kernels can call (``numba.njit(inline=
+    ``log(z)`` with ``z`` in [0, 1], ``log1p(z)`` with ``z`` in [-1, 1], ``power(m, g)``
+    (``m**g``, 1 for ``g = 0``) with ``m`` in [0, 1] and ``g >= 0``; ``jit`` turns a plain
+    Python function into one the backend's kernels can call (``numba.njit(inline=
     "always")`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU).
     """
 
@@ -31,6 +32,7 @@ class Primitives(NamedTuple):
     exp: Callable
     log: Callable
     log1p: Callable
+    power: Callable
     jit: Callable
 
 

@@ -52,7 +52,7 @@ def _params(alpha, gamma: float) -> tuple[float, float, float]:
 def _element(primitives: Primitives):
     f = _formulas.make(primitives)
     zero, one, two = (primitives.real(v) for v in (0.0, 1.0, 2.0))
-    term, logistic = f.term, f.logistic
+    term, logistic, pow_ = f.term, f.logistic, primitives.power
 
     @primitives.jit
     def element(x, y, w, q, params):
@@ -65,7 +65,7 @@ def _element(primitives: Primitives):
         d = not_y + e * y if x >= zero else e * not_y + y
         m = r * d
         u = r * (e / d if d != zero else one)
-        power = m**gamma
+        power = pow_(m, gamma)
         k = not_y - y
         g = not_y * sigmoid_pos - y * sigmoid_neg
         ku_ce = k * term(u, ce)
