@@ -299,15 +299,17 @@ class Optimizer(ABC):
         """The kernel's scalar arguments for the current step (after the arrays); the
         learning rate is ``self._step_lr``."""
 
+    def _scheduled_lr(self, t: int) -> float:
+        """The learning rate of the step that follows ``t`` steps: the schedule's value
+        (checked), or the constant rate."""
+        if not callable(self.lr):
+            return self._step_lr
+        return _check_range(f"the learning rate at step {t}", self.lr(t), 0.0)
+
     def _count_step(self) -> None:
         """Take the learning rate of the coming step (from the schedule, called with the
         number of steps taken so far), then count the step."""
-        if callable(self.lr):
-            self._step_lr = _check_range(
-                f"the learning rate at step {self.step_count}",
-                self.lr(self.step_count),
-                0.0,
-            )
+        self._step_lr = self._scheduled_lr(self.step_count)
         self.step_count += 1
 
     def state_dict(self) -> dict:

@@ -14,6 +14,14 @@ delta arrays are allocated once per fit):
   ``parameters()`` one to one. Call it after the ``forward`` whose output it differentiates.
 * ``bind(parameters, gradients)``: adopt other arrays (a network's views) as its own.
 
+Each layer's math is written once, as Numba kernels on 2-d C-contiguous arrays that its
+``forward`` and ``backward`` call and that compiled training (:mod:`numbce.nn.compiled`)
+calls from its own loop: :class:`Linear`'s ``forward_kernel(x, weight, bias, out)`` and
+``backward_kernel(grad_output, x, weight, weight_grad, bias_grad, grad_input)`` (``grad_input``
+None: not computed); an activation's ``forward_kernel(x, out)`` and
+``backward_kernel(grad_output, out, grad_input)`` (``out`` its output); :class:`Flatten` is
+the identity on (n, features) data.
+
 A layer allocates its own buffers on the first ``forward`` if nobody did; ``forward`` and
 ``backward`` validate nothing (that is the model's job) and compute in the dtype of their
 buffers.
@@ -257,12 +265,15 @@ class Linear(Layer):
         )
         return (self.out_features,)
 
+    forward_kernel = staticmethod(_linear_forward)
+    backward_kernel = staticmethod(_linear_backward)
+
     def forward(self, x):
         n = x.shape[0]
         if n > self._rows:
             self.allocate(n, x.shape[1:], x.dtype, True)
         out = self._output[:n]
-        _linear_forward(x, self.weight, self.bias, out)
+        self.forward_kernel(x, self.weight, self.bias, out)
         self._input = x
         return out
 
@@ -270,7 +281,7 @@ class Linear(Layer):
         grad_input = self._grad_input
         if grad_input is not None:
             grad_input = grad_input[: grad_output.shape[0]]
-        _linear_backward(
+        self.backward_kernel(
             grad_output,
             self._input,
             self.weight,
@@ -284,7 +295,8 @@ class Linear(Layer):
 class _Elementwise(Layer):
     """An activation ``y = f(x)``, elementwise, whose derivative is a function of ``y``:
     ``dL/dx = dL/dy * f'(x)``. Subclasses name the two Numba kernels
-    ``_function(x, out)`` and ``_derivative(grad_output, out, grad_input)`` (2-d arrays)."""
+    ``forward_kernel(x, out)`` and ``backward_kernel(grad_output, out, grad_input)`` (2-d
+    arrays)."""
 
     def allocate(self, rows, input_shape, dtype, input_grad):
         self._rows = rows
@@ -298,7 +310,7 @@ class _Elementwise(Layer):
         if n > self._rows:
             self.allocate(n, x.shape[1:], x.dtype, True)
         out = self._output[:n]
-        self._function(x.reshape(n, -1) if x.ndim != 2 else x, out)
+        self.forward_kernel(x.reshape(n, -1) if x.ndim != 2 else x, out)
         self._out = out
         return out.reshape(x.shape) if x.ndim != 2 else out
 
@@ -308,7 +320,7 @@ class _Elementwise(Layer):
         n = grad_output.shape[0]
         grad_input = self._grad_input[:n]
         flat_grad = grad_output.reshape(n, -1) if grad_output.ndim != 2 else grad_output
-        self._derivative(flat_grad, self._out, grad_input)
+        self.backward_kernel(flat_grad, self._out, grad_input)
         return (
             grad_input.reshape(grad_output.shape)
             if grad_output.ndim != 2
@@ -319,8 +331,8 @@ class _Elementwise(Layer):
 class ReLU(_Elementwise):
     """``y = max(x, 0)``; ``dL/dx = dL/dy * (y > 0)`` (``torch.nn.ReLU``). Any shape."""
 
-    _function = staticmethod(_relu)
-    _derivative = staticmethod(_relu_backward)
+    forward_kernel = staticmethod(_relu)
+    backward_kernel = staticmethod(_relu_backward)
 
 
 class Sigmoid(_Elementwise):
@@ -328,15 +340,15 @@ class Sigmoid(_Elementwise):
     (``torch.nn.Sigmoid``). Any shape. As a network's last layer it makes the network's
     output a probability, trained with BCE on probabilities."""
 
-    _function = staticmethod(sigmoid)
-    _derivative = staticmethod(_sigmoid_backward)
+    forward_kernel = staticmethod(sigmoid)
+    backward_kernel = staticmethod(_sigmoid_backward)
 
 
 class Tanh(_Elementwise):
     """``y = tanh(x)``; ``dL/dx = dL/dy * (1 - y**2)`` (``torch.nn.Tanh``). Any shape."""
 
-    _function = staticmethod(_tanh)
-    _derivative = staticmethod(_tanh_backward)
+    forward_kernel = staticmethod(_tanh)
+    backward_kernel = staticmethod(_tanh_backward)
 
 
 class Flatten(Layer):

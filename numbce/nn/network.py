@@ -212,6 +212,16 @@ class Sequential:
         self._weight_gradients = [
             layer.weight_grad for layer in self.layers if isinstance(layer, Linear)
         ]
+        start = self._flat_parameters.ctypes.data
+        self._weight_ranges = np.array(
+            [
+                (offset, offset + w.size)
+                for w in self._weights
+                for offset in [(w.ctypes.data - start) // w.itemsize]
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        """(start, stop) of every Linear weight in ``_flat_parameters``."""
 
     def _allocate(self, rows: int, input_shape: tuple) -> None:
         """Size every layer's buffers for ``rows`` samples of ``input_shape`` features
@@ -449,6 +459,7 @@ class Sequential:
             "_gradients",
             "_weights",
             "_weight_gradients",
+            "_weight_ranges",
         )
         state = {k: v for k, v in vars(self).items() if k not in shared}
         return dict(state, _rows=0, _input_shape=None)

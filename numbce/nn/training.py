@@ -11,44 +11,20 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
+from numbce.nn import compiled
 from numbce.nn.callbacks import EarlyStopping, EpochLog, History, ProgressBar, call_hook
 from numbce.optim import Adam, Optimizer
 
 if TYPE_CHECKING:
     from numbce.nn.network import Sequential
 
-__all__ = ["fit", "metrics"]
+__all__ = ["COMPILED", "fit", "metrics"]
 
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gather_rows(X, y, weight, rows, X_out, y_out, weight_out):
-    """``X_out[k] = X[rows[k]]``, ``y_out[k] = y[rows[k]]`` and, unless ``weight`` is
-    None, ``weight_out[k] = weight[rows[k]]``, for the 2-d ``X``, ``y``, ``weight``."""
-    for k in range(rows.size):
-        row = rows[k]
-        for j in range(X.shape[1]):
-            X_out[k, j] = X[row, j]
-        for j in range(y.shape[1]):
-            y_out[k, j] = y[row, j]
-        if weight is not None:
-            weight_out[k, 0] = weight[row, 0]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _count_correct(scores, y, threshold):
-    """(samples whose every label is right, labels right) for the predictions
-    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C)."""
-    samples = labels = 0
-    for i in range(scores.shape[0]):
-        right = 0
-        for j in range(scores.shape[1]):
-            right += (scores[i, j] > threshold) == (y[i, j] > 0.5)
-        labels += right
-        samples += right == scores.shape[1]
-    return samples, labels
+COMPILED = True
+"""Whether ``fit`` compiles its epochs where it can (:mod:`numbce.nn.compiled`: the same
+bits); False runs every network in the Python loop."""
 
 
 def check_count(name: str, value, least: int) -> int:
@@ -78,7 +54,7 @@ def metrics(network: Sequential, X, y, sample_weight=None) -> dict[str, float]:
     weight = _sample_weights(network, y, sample_weight, None)
     scores = network._scores(X)
     loss, _ = network.loss_value_and_grad(scores, y, weight)
-    samples, labels = _count_correct(scores, y, network._threshold)
+    samples, labels = compiled.count_correct(scores, y, network._threshold)
     return {"loss": float(loss), **_accuracies(network, samples, labels, X.shape[0])}
 
 
@@ -286,48 +262,45 @@ def fit(
         if optimizer.flat_params is network._flat_parameters
         else (optimizer.step, network._gradients)
     )
-    epoch_start_params = network._flat_parameters.copy()
     rng = np.random.default_rng(seed)
-    order = np.arange(n)
     params = {
         "epochs": epochs,
         "batch_size": batch_size,
         "steps": -(-n // batch_size),
         "samples": n,
     }
+    runner = (
+        compiled.plan(
+            network,
+            optimizer,
+            (X, y, weight, label_weight),
+            validation,
+            batch_size,
+            l2,
+        )
+        if COMPILED
+        else None
+    )
     network.stop_training = False
     call_hook(callbacks, "set_model", network)
     call_hook(callbacks, "on_train_begin", params)
+    if runner is None:
+        epoch_logs = _python_epochs(
+            network,
+            (X, y, weight, label_weight),
+            (batch_X, batch_y, batch_weight, batch_product),
+            (update, gradients, l2, validation),
+            epochs,
+            rng if shuffle else None,
+        )
+    else:
+        # Epochs run many to a call when nothing but History listens between them.
+        alone = len(callbacks) == 1
+        epoch_logs = _compiled_epochs(
+            runner, validation, epochs, rng if shuffle else None, alone
+        )
     logs: dict[str, float] = {}
-    for epoch in range(epochs):
-        np.copyto(epoch_start_params, network._flat_parameters)
-        if shuffle:
-            order = rng.permutation(n)
-        try:
-            logs = _train_epoch(
-                network,
-                (X, y, weight, label_weight),
-                (batch_X, batch_y, batch_weight, batch_product),
-                order,
-                update,
-                gradients,
-                l2,
-            )
-            if not np.isfinite(network._flat_parameters).all():
-                raise FloatingPointError(
-                    "the update of the last batch left non-finite parameters"
-                )
-        except FloatingPointError as error:
-            np.copyto(network._flat_parameters, epoch_start_params)
-            raise FloatingPointError(
-                f"training stopped at epoch {epoch + 1}/{epochs}: {error}; the "
-                f"parameters are those of the start of epoch {epoch + 1}"
-            ) from None
-        if validation is not None:
-            logs |= {
-                f"val_{name}": value
-                for name, value in metrics(network, *validation).items()
-            }
+    for epoch, logs in epoch_logs:
         call_hook(callbacks, "on_epoch_end", epoch, logs)
         if network.stop_training:
             break
@@ -339,15 +312,87 @@ def fit(
     return history
 
 
+def _stopped(epoch: int, epochs: int, reason: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"training stopped at epoch {epoch + 1}/{epochs}: {reason}; the parameters are "
+        f"those of the start of epoch {epoch + 1}"
+    )
+
+
+def _python_epochs(network, data, batch, step, epochs, rng):
+    """The Python loop: yield ``(epoch, logs)`` after each epoch (orders drawn from
+    ``rng``, None: no shuffling); raise FloatingPointError, the parameters of the
+    epoch's start restored, when an epoch goes non-finite."""
+    update, gradients, l2, validation = step
+    n = data[0].shape[0]
+    order = np.arange(n)
+    epoch_start_params = network._flat_parameters.copy()
+    for epoch in range(epochs):
+        np.copyto(epoch_start_params, network._flat_parameters)
+        if rng is not None:
+            order = rng.permutation(n)
+        try:
+            logs = _train_epoch(network, data, batch, order, update, gradients, l2)
+            if not np.isfinite(network._flat_parameters).all():
+                raise FloatingPointError(
+                    "the update of the last batch left non-finite parameters"
+                )
+        except FloatingPointError as error:
+            np.copyto(network._flat_parameters, epoch_start_params)
+            raise _stopped(epoch, epochs, str(error)) from None
+        if validation is not None:
+            logs |= {
+                f"val_{name}": value
+                for name, value in metrics(network, *validation).items()
+            }
+        yield epoch, logs
+
+
+def _compiled_epochs(runner, validation, epochs, rng, alone):
+    """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`):
+    one epoch per call, or (``alone``: nothing but History between epochs) as many as
+    :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` sample indices allow."""
+    network, n = runner.network, runner.n
+    per_call = max(1, compiled.MAX_ORDER_ELEMENTS // n) if alone else 1
+    epoch = 0
+    while epoch < epochs:
+        count = min(per_call, epochs - epoch)
+        orders = np.empty((count, n), dtype=np.int64)
+        for row in orders:
+            row[:] = np.arange(n) if rng is None else rng.permutation(n)
+        raw, reason = runner.run(orders)
+        for values in raw:
+            logs = {
+                "loss": float(values[0]) / n,
+                **_accuracies(network, int(values[1]), int(values[2]), n),
+            }
+            if validation is not None:
+                m = validation[0].shape[0]
+                logs |= {
+                    "val_loss": float(values[3]),
+                    **{
+                        f"val_{name}": value
+                        for name, value in _accuracies(
+                            network, int(values[4]), int(values[5]), m
+                        ).items()
+                    },
+                }
+            yield epoch, logs
+            epoch += 1
+        if reason is not None:
+            raise _stopped(epoch, epochs, reason)
+
+
 def _l2_penalty(network: Sequential, l2: float, count: int) -> float:
     """Add ``l2 / count * W`` to every Linear weight's gradient; return the penalty
-    ``l2 / (2 count) * sum ||W||^2``."""
-    scale = network.dtype.type(l2 / count)
-    total = 0.0
-    for weight, gradient in zip(network._weights, network._weight_gradients):
-        gradient += scale * weight
-        total += float(np.vdot(weight, weight))
-    return l2 / (2 * count) * total
+    ``l2 / (2 count) * sum ||W||^2`` (the squares summed in float64)."""
+    squares = compiled.add_l2(
+        network._flat_parameters,
+        network._flat_gradients,
+        network._weight_ranges,
+        network.dtype.type(l2 / count),
+    )
+    return l2 / (2 * count) * squares
 
 
 def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
@@ -365,7 +410,9 @@ def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
     for start in range(0, order.size, batch_size):
         rows = order[start : start + batch_size]
         count = rows.size
-        _gather_rows(flat_X, y, weight, rows, flat_batch_X, batch_y, batch_weight)
+        compiled.gather_rows(
+            flat_X, y, weight, rows, flat_batch_X, batch_y, batch_weight
+        )
         targets = batch_y[:count]
         scores = network._forward_pass(batch_X[:count])
         kernel_weight = label_weight
@@ -380,7 +427,7 @@ def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
             raise FloatingPointError(
                 f"the loss is {loss} at batch {start // batch_size + 1}"
             )
-        samples, labels = _count_correct(scores, targets, network._threshold)
+        samples, labels = compiled.count_correct(scores, targets, network._threshold)
         samples_right, labels_right = samples_right + samples, labels_right + labels
         network._backprop(grad)
         if l2:

@@ -1,0 +1,657 @@
+"""Compiled training: whole epochs of a network of supported layers in one Numba call, and
+the kernels the Python training loop shares with it.
+
+:func:`plan` turns a network, its optimizer and the data of a ``fit`` into a
+:class:`CompiledFit` when every part has a compiled form, else returns None (``fit`` then
+runs its Python loop):
+
+* the layers are :class:`~numbce.nn.layers.Linear`, :class:`~numbce.nn.layers.ReLU`,
+  :class:`~numbce.nn.layers.Sigmoid`, :class:`~numbce.nn.layers.Tanh` and
+  :class:`~numbce.nn.layers.Flatten` (exactly these classes: a subclass may redefine its
+  math); neither the network's class nor the network redefines the forward pass,
+  backpropagation or the loss (``loss_function`` is numbce's own);
+* the optimizer is exactly :class:`~numbce.optim.Adam`, :class:`~numbce.optim.AdamW` or
+  :class:`~numbce.optim.SGD`, built on the network's ``parameters()`` (its flat buffer).
+
+Any registered loss family, sample, class and label weights, ``l2``, learning-rate
+schedules (evaluated in Python before the epochs, one value per step), validation data
+and shuffling are covered. One call runs an epoch (or, when nothing but the built-in
+History listens between epochs, up to :data:`MAX_ORDER_ELEMENTS` worth of epochs): gather
+each batch in the drawn order, forward through the layers' own kernels
+(``forward_kernel``/``backward_kernel`` of :mod:`numbce.nn.layers`: the one definition of
+their math), the loss family's per-element formulas (``numbce.cpu._element``, the
+function the loss kernels compile), backpropagation, the optimizer's own update kernel,
+the epoch's metrics and the validation metrics.
+
+Same bits as the Python loop: every operation is the one the Python loop performs, on
+arrays of the same shapes and layouts, in the same order: the same layer and optimizer
+kernels, the loss's value reduced as ``numbce.cpu`` reduces it (per block of
+``numbce._config.BLOCK`` elements, by ``numbce.cpu._tree_sum`` itself, the blocks'
+partial sums added exactly as ``math.fsum``), its
+gradient scaled by ``1 / size`` rounded to the dtype, the mean loss rounded to the dtype,
+the ``l2`` penalty of :func:`add_l2`. So the parameters, the optimizer state and every
+figure of the History are equal bit for bit (``tests/test_nn_compiled.py``). One
+difference: a NaN reaching a loss on probabilities (parameters that became NaN inside an
+epoch) raises FloatingPointError here, where the Python loop's loss kernel raises its
+ValueError about the input's range.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import pathlib
+import types
+
+import numba
+import numpy as np
+
+from numbce import _config, _validate, cpu
+from numbce.losses import FAMILIES
+from numbce.nn.layers import Flatten, Linear, ReLU, Sigmoid, Tanh
+from numbce.optim import SGD, Adam, AdamW, _adam_kernel, _sgd_update
+
+__all__ = ["CompiledFit", "add_l2", "count_correct", "gather_rows", "plan"]
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+_INLINE = {"nogil": True, "error_model": "numpy", "inline": "always"}
+
+LINEAR, IDENTITY, RELU, SIGMOID, TANH = range(5)
+"""Layer kinds of the compiled network's table."""
+
+LAYER_KINDS = {
+    Linear: LINEAR,
+    Flatten: IDENTITY,
+    ReLU: RELU,
+    Sigmoid: SIGMOID,
+    Tanh: TANH,
+}
+"""The layer classes training compiles, and their kind."""
+
+KIND, WIDTH_IN, WIDTH_OUT, PARAMS, INPUT, OUTPUT, GRAD_IN, GRAD_OUT = range(8)
+"""Columns of the layer table: kind, input and output features, offset of the weight in
+the flat parameters (Linear), offsets of the input and output in the activations
+workspace (-1: the batch itself), offsets of d loss / d input (-1: not computed) and of
+d loss / d output in the gradients workspace. Workspace segments hold ``rows`` rows."""
+
+ADAM, ADAM_AMSGRAD, PLAIN_SGD = range(3)
+"""Optimizer kinds."""
+
+(L2, THRESHOLD, BATCH_SIZE, FIRST, WEIGHTING, OPTIMIZER, BETA1, BETA2, EPS,
+ WEIGHT_DECAY, DECOUPLED, MOMENTUM, DAMPENING, NESTEROV, STEP0, TOP,
+ SETTINGS) = range(17)  # fmt: skip
+"""Slots of the float64 settings array (SETTINGS: their count)."""
+
+SAMPLE_WEIGHT, LABEL_WEIGHT = 1, 2
+"""Bits of the weighting setting."""
+
+OK, BAD_LOSS, BAD_PARAMETERS = range(3)
+"""Statuses a compiled run returns."""
+
+MAX_ORDER_ELEMENTS = 1 << 22
+"""Most sample indices (8 bytes each) drawn ahead for the epochs of one call."""
+
+linear_forward, linear_backward = Linear.forward_kernel, Linear.backward_kernel
+relu_forward, relu_backward = ReLU.forward_kernel, ReLU.backward_kernel
+sigmoid_forward, sigmoid_backward = Sigmoid.forward_kernel, Sigmoid.backward_kernel
+tanh_forward, tanh_backward = Tanh.forward_kernel, Tanh.backward_kernel
+adam_update, adam_amsgrad_update = _adam_kernel(False), _adam_kernel(True)
+sgd_update = _sgd_update
+
+
+# -- kernels shared with the Python loop ------------------------------------------------
+
+
+@numba.njit(**_JIT)
+def gather_rows(X, y, weight, rows, X_out, y_out, weight_out):
+    """``X_out[k] = X[rows[k]]``, ``y_out[k] = y[rows[k]]`` and, unless ``weight`` is
+    None, ``weight_out[k] = weight[rows[k]]``, for the 2-d ``X``, ``y``, ``weight``."""
+    for k in range(rows.size):
+        row = rows[k]
+        for j in range(X.shape[1]):
+            X_out[k, j] = X[row, j]
+        for j in range(y.shape[1]):
+            y_out[k, j] = y[row, j]
+        if weight is not None:
+            weight_out[k, 0] = weight[row, 0]
+
+
+@numba.njit(**_JIT)
+def count_correct(scores, y, threshold):
+    """(samples whose every label is right, labels right) for the predictions
+    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C)."""
+    samples = labels = 0
+    for i in range(scores.shape[0]):
+        right = 0
+        for j in range(scores.shape[1]):
+            right += (scores[i, j] > threshold) == (y[i, j] > 0.5)
+        labels += right
+        samples += right == scores.shape[1]
+    return samples, labels
+
+
+@numba.njit(**_JIT)
+def add_l2(parameters, gradients, ranges, scale):
+    """Add ``scale * w`` to the gradient of every parameter ``w`` in the ``ranges``
+    ((start, stop) rows) of the flat buffers; return the float64 sum of the ``w**2``, in
+    order."""
+    total = 0.0
+    for r in range(ranges.shape[0]):
+        for i in range(ranges[r, 0], ranges[r, 1]):
+            w = parameters[i]
+            gradients[i] += scale * w
+            total += np.float64(w) * np.float64(w)
+    return total
+
+
+# -- the loss reduction, as numbce.cpu computes it ---------------------------------------
+
+
+@numba.njit(**_JIT)
+def exact_sum(values, count, partials):
+    """``math.fsum(values[:count])`` (Shewchuk's algorithm and CPython's correction of
+    the final rounding; ``partials`` a float64 buffer of ``count + 1``); with an
+    infinite or nan value, their plain sum (fsum's inf or nan: the values are losses,
+    never -inf). The partial sums of at most ``BLOCK`` float32 or float64 losses cannot
+    overflow float64 (fsum's OverflowError)."""
+    plain = 0.0
+    for k in range(count):
+        plain += values[k]
+    if not math.isfinite(plain):
+        return plain
+    used = 0
+    for k in range(count):
+        x = values[k]
+        i = 0
+        for j in range(used):
+            y = partials[j]
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                partials[i] = lo
+                i += 1
+            x = hi
+        used = i
+        if x != 0.0:
+            partials[used] = x
+            used += 1
+    hi = 0.0
+    if used > 0:
+        used -= 1
+        hi = partials[used]
+        lo = 0.0
+        while used > 0:
+            x = hi
+            used -= 1
+            y = partials[used]
+            hi = x + y
+            lo = y - (hi - x)
+            if lo != 0.0:
+                break
+        if used > 0 and (
+            (lo < 0.0 and partials[used - 1] < 0.0)
+            or (lo > 0.0 and partials[used - 1] > 0.0)
+        ):
+            y = lo * 2.0
+            x = hi + y
+            if y == x - hi:
+                hi = x
+    return hi
+
+
+@numba.njit(**_INLINE)
+def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
+              weighting, params, grad, store_grad, work):  # fmt: skip
+    """The float64 sum of the losses of ``scores`` (n, C) against ``targets``, reduced
+    as ``numbce.cpu`` reduces a mean; with ``store_grad``, ``grad`` = each element's
+    d loss / d score times ``1 / (n C)`` rounded to the dtype (the mean's gradient).
+    Weights: ``sample_weight[i, 0]`` (bit SAMPLE_WEIGHT), ``label_weight[j]`` (bit
+    LABEL_WEIGHT), their product in the dtype with both, else 1."""
+    losses, scratch, partials, fsum_buffer = work
+    n, columns = scores.shape
+    size = n * columns
+    real = scores.dtype.type
+    scale = real(1.0 / size)
+    one = real(1.0)
+    x, t = scores.reshape(size), targets.reshape(size)
+    g = grad.reshape(size)
+    block = losses.size
+    blocks = (size + block - 1) // block
+    for b in range(blocks):
+        start = b * block
+        stop = min(start + block, size)
+        for i in range(start, stop):
+            row = i // columns
+            column = i - row * columns
+            if weighting == SAMPLE_WEIGHT | LABEL_WEIGHT:
+                w = sample_weight[row, 0] * label_weight[column]
+            elif weighting == SAMPLE_WEIGHT:
+                w = sample_weight[row, 0]
+            elif weighting == LABEL_WEIGHT:
+                w = label_weight[column]
+            else:
+                w = one
+            loss, derivative, _ = element(x[i], t[i], w, pos_weight[column], params)
+            losses[i - start] = loss
+            if store_grad:
+                g[i] = derivative * scale
+        partials[b] = cpu._tree_sum(losses, stop - start, scratch)
+    return partials[0] if blocks == 1 else exact_sum(partials, blocks, fsum_buffer)
+
+
+# -- the network ---------------------------------------------------------------------------
+
+
+@numba.njit(**_INLINE)
+def _view(buffer, offset, n, width):
+    return buffer[offset : offset + n * width].reshape(n, width)
+
+
+@numba.njit(**_INLINE)
+def _input(layers, index, activations, x, n):
+    offset = layers[index, INPUT]
+    return x if offset < 0 else _view(activations, offset, n, layers[index, WIDTH_IN])
+
+
+@numba.njit(**_INLINE)
+def _linear(layers, index, flat):
+    """A Linear layer's (weight, bias) views of the flat ``flat`` (parameters or
+    gradients)."""
+    fan_in, fan_out, start = (
+        layers[index, WIDTH_IN],
+        layers[index, WIDTH_OUT],
+        layers[index, PARAMS],
+    )
+    middle = start + fan_in * fan_out
+    return flat[start:middle].reshape(fan_out, fan_in), flat[middle : middle + fan_out]
+
+
+@numba.njit(**_INLINE)
+def _forward(layers, parameters, activations, x, n):
+    """The scores (n, C) of the batch ``x`` (n, features): every layer's forward kernel
+    in turn."""
+    out = x
+    for index in range(layers.shape[0]):
+        kind = layers[index, KIND]
+        if kind == IDENTITY:
+            continue
+        inputs = _input(layers, index, activations, x, n)
+        out = _view(activations, layers[index, OUTPUT], n, layers[index, WIDTH_OUT])
+        if kind == LINEAR:
+            weight, bias = _linear(layers, index, parameters)
+            linear_forward(inputs, weight, bias, out)
+        elif kind == RELU:
+            relu_forward(inputs, out)
+        elif kind == SIGMOID:
+            sigmoid_forward(inputs, out)
+        else:
+            tanh_forward(inputs, out)
+    return out
+
+
+@numba.njit(**_INLINE)
+def _backward(layers, first, parameters, gradients, activations, deltas, x, n):
+    """Backpropagate d loss / d scores (in ``deltas``) from the last layer down to the
+    first trainable one (``first``: no d loss / d input there), filling ``gradients``."""
+    for index in range(layers.shape[0] - 1, first - 1, -1):
+        kind = layers[index, KIND]
+        if kind == IDENTITY:
+            continue
+        grad_output = _view(
+            deltas, layers[index, GRAD_OUT], n, layers[index, WIDTH_OUT]
+        )
+        if kind == LINEAR:
+            weight, _ = _linear(layers, index, parameters)
+            weight_grad, bias_grad = _linear(layers, index, gradients)
+            inputs = _input(layers, index, activations, x, n)
+            if layers[index, GRAD_IN] < 0:
+                linear_backward(
+                    grad_output, inputs, weight, weight_grad, bias_grad, None
+                )
+            else:
+                grad_input = _view(
+                    deltas, layers[index, GRAD_IN], n, layers[index, WIDTH_IN]
+                )
+                linear_backward(
+                    grad_output, inputs, weight, weight_grad, bias_grad, grad_input
+                )
+            continue
+        out = _view(activations, layers[index, OUTPUT], n, layers[index, WIDTH_OUT])
+        grad_input = _view(deltas, layers[index, GRAD_IN], n, layers[index, WIDTH_IN])
+        if kind == RELU:
+            relu_backward(grad_output, out, grad_input)
+        elif kind == SIGMOID:
+            sigmoid_backward(grad_output, out, grad_input)
+        else:
+            tanh_backward(grad_output, out, grad_input)
+
+
+@numba.njit(**_INLINE)
+def _update(settings, parameters, gradients, state, step, lr):
+    """One step of the optimizer's own update kernel over the flat buffers."""
+    kind = settings[OPTIMIZER]
+    state0, state1, state2 = state
+    if kind == PLAIN_SGD:
+        sgd_update(parameters, gradients, state0, step == 1, lr, settings[MOMENTUM],
+                   settings[DAMPENING], settings[WEIGHT_DECAY],
+                   settings[NESTEROV] != 0.0)  # fmt: skip
+        return
+    beta1, beta2, eps = settings[BETA1], settings[BETA2], settings[EPS]
+    weight_decay, decoupled = settings[WEIGHT_DECAY], settings[DECOUPLED] != 0.0
+    if kind == ADAM:
+        adam_update(parameters, gradients, state0, state1, state2, step, lr, beta1,
+                    beta2, eps, weight_decay, decoupled)  # fmt: skip
+    else:
+        adam_amsgrad_update(parameters, gradients, state0, state1, state2, step, lr,
+                            beta1, beta2, eps, weight_decay, decoupled)  # fmt: skip
+
+
+def train_epochs(data, validation, model, state, work, settings, params, lrs, orders,
+                 logs):  # fmt: skip
+    """Train one epoch per row of ``orders`` (the sample order of each); write each
+    epoch's (loss sum, samples right, labels right, validation loss, validation samples
+    right, validation labels right) to ``logs``. Returns (epochs completed, steps taken,
+    status, batch, loss): status OK, or BAD_LOSS at ``batch`` (1-based) with its
+    ``loss``, or BAD_PARAMETERS; the parameters at the failing epoch's start are in
+    ``model[3]``."""
+    X, y, sample_weight, label_weight, pos_weight = data
+    X_val, y_val, val_scores = validation
+    layers, parameters, gradients, epoch_start, l2_ranges = model
+    activations, deltas, batch_X, batch_y, batch_weight = work[:5]
+    loss_work = work[5:]
+    real = parameters.dtype.type
+    n, columns = y.shape
+    batch_size, first = int(settings[BATCH_SIZE]), int(settings[FIRST])
+    weighting, top = int(settings[WEIGHTING]), int(settings[TOP])
+    l2, threshold = settings[L2], settings[THRESHOLD]
+    step = int(settings[STEP0])
+    steps = 0
+    for epoch in range(orders.shape[0]):
+        for i in range(parameters.size):
+            epoch_start[i] = parameters[i]
+        order = orders[epoch]
+        total_loss = 0.0
+        samples_right = labels_right = 0
+        batch = 0
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            batch += 1
+            rows = order[start : start + count]
+            if weighting & SAMPLE_WEIGHT:
+                gather_rows(X, y, sample_weight, rows, batch_X, batch_y, batch_weight)
+            else:
+                gather_rows(X, y, None, rows, batch_X, batch_y, None)
+            x, targets = batch_X[:count], batch_y[:count]
+            scores = _forward(layers, parameters, activations, x, count)
+            delta = _view(deltas, top, count, columns)
+            total = _loss_sum(element, scores, targets, batch_weight[:count],  # noqa: F821 (global below)
+                              label_weight, pos_weight, weighting, params, delta, True,
+                              loss_work)  # fmt: skip
+            loss = real(total / (count * columns))
+            if not math.isfinite(loss):
+                return epoch, steps, BAD_LOSS, batch, np.float64(loss)
+            samples, labels = count_correct(scores, targets, threshold)
+            samples_right += samples
+            labels_right += labels
+            _backward(
+                layers, first, parameters, gradients, activations, deltas, x, count
+            )
+            if l2 != 0.0:
+                squares = add_l2(parameters, gradients, l2_ranges, real(l2 / count))
+                loss = loss + real(l2 / (2 * count) * squares)
+            step += 1
+            _update(settings, parameters, gradients, state, step, lrs[steps])
+            steps += 1
+            total_loss += np.float64(loss) * count
+        for i in range(parameters.size):
+            if not math.isfinite(parameters[i]):
+                return epoch, steps, BAD_PARAMETERS, batch, 0.0
+        logs[epoch, 0] = total_loss
+        logs[epoch, 1] = samples_right
+        logs[epoch, 2] = labels_right
+        m = X_val.shape[0]
+        if m:
+            chunk = min(m, batch_X.shape[0])
+            for start in range(0, m, chunk):
+                count = min(chunk, m - start)
+                scores = _forward(layers, parameters, activations,
+                                  X_val[start : start + count], count)  # fmt: skip
+                if count < m:
+                    val_scores[start : start + count] = scores
+            if chunk < m:
+                scores = val_scores
+            total = _loss_sum(element, scores, y_val, batch_weight, label_weight,  # noqa: F821
+                              pos_weight, 0, params, scores, False, loss_work)  # fmt: skip
+            logs[epoch, 3] = real(total / (m * columns))
+            samples, labels = count_correct(scores, y_val, threshold)
+            logs[epoch, 4] = samples
+            logs[epoch, 5] = labels
+    return orders.shape[0], steps, OK, 0, 0.0
+
+
+_SOURCES = ("compiled.py", "layers.py", "../optim.py")
+_SOURCE_HASH = hashlib.sha1(
+    b"".join((pathlib.Path(__file__).parent / name).read_bytes() for name in _SOURCES)
+    + cpu._SOURCE_HASH.encode()
+).hexdigest()[:12]
+"""Numba's cache checks only the file of the function it compiles; the epochs inline and
+link code from these files and from the loss kernels' sources, so their hash keys the
+cache entry."""
+
+
+@functools.cache
+def _train_kernel(family: str, dtype: str):
+    """:func:`train_epochs` compiled for one loss family and dtype: the family's formulas
+    are a global of this copy (a kernel closing over a dispatcher is never found in
+    Numba's cache), its name keyed by the family, the dtype and the sources."""
+    names = dict(globals(), element=cpu._element(family, dtype))
+    function = types.FunctionType(
+        train_epochs.__code__, names, "train_epochs", None, train_epochs.__closure__
+    )
+    key = hashlib.sha1(repr((family, dtype, _SOURCE_HASH)).encode()).hexdigest()
+    function.__qualname__ = f"train_epochs_{family}_{dtype}_{key[:16]}"
+    return numba.njit(**_JIT)(function)
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+def _offset(view: np.ndarray, flat: np.ndarray) -> int:
+    return (view.ctypes.data - flat.ctypes.data) // flat.itemsize
+
+
+def _layer_table(network, rows: int, features: int) -> tuple[np.ndarray, int, int, int]:
+    """(layer table, activations size, deltas size, offset of d loss / d scores)."""
+    table = np.full((len(network.layers), 8), -1, dtype=np.int64)
+    flat = network._flat_parameters
+    width, current, used = features, -1, 0
+    for index, layer in enumerate(network.layers):
+        kind = LAYER_KINDS[type(layer)]
+        out_width = layer.out_features if kind == LINEAR else width
+        table[index, :INPUT] = kind, width, out_width, -1
+        if kind == LINEAR:
+            table[index, PARAMS] = _offset(layer.weight, flat)
+        table[index, INPUT] = current
+        if kind != IDENTITY:
+            current, used = used, used + rows * out_width
+        table[index, OUTPUT] = current
+        width = out_width
+    top, used_deltas = 0, rows * width
+    current = top
+    for index in range(len(network.layers) - 1, network._first_trainable - 1, -1):
+        table[index, GRAD_OUT] = current
+        if table[index, KIND] == IDENTITY:
+            table[index, GRAD_IN] = current
+        elif index > network._first_trainable:
+            current, used_deltas = (
+                used_deltas,
+                used_deltas + rows * table[index, WIDTH_IN],
+            )
+            table[index, GRAD_IN] = current
+    return table, used, used_deltas, top
+
+
+def _optimizer_settings(optimizer) -> list[float]:
+    """[kind, beta1, beta2, eps, weight decay, decoupled, momentum, dampening, nesterov]."""
+    if isinstance(optimizer, SGD):
+        return [PLAIN_SGD, 0.0, 0.0, 0.0, optimizer.weight_decay, 0.0,
+                optimizer.momentum, optimizer.dampening, optimizer.nesterov]  # fmt: skip
+    return [ADAM_AMSGRAD if optimizer.amsgrad else ADAM, *optimizer.betas,
+            optimizer.eps, optimizer.weight_decay, optimizer._decoupled_weight_decay,
+            0.0, 0.0, 0.0]  # fmt: skip
+
+
+def supported(network, optimizer) -> bool:
+    """Whether :func:`plan` compiles training of ``network`` by ``optimizer`` (the rule
+    of the module docstring)."""
+    import numbce
+    from numbce.nn.network import Sequential
+
+    cls, own = type(network), vars(network)
+    return (
+        all(type(layer) in LAYER_KINDS for layer in network.layers)
+        and all(
+            getattr(cls, name) is getattr(Sequential, name) and name not in own
+            for name in ("_forward_pass", "_backprop", "loss_value_and_grad")
+        )
+        and network.loss in FAMILIES
+        and network.loss_function
+        is getattr(numbce, f"{network.loss}_value_and_grad", None)
+        and type(optimizer) in (Adam, AdamW, SGD)
+        and optimizer.flat_params is network._flat_parameters
+    )
+
+
+class CompiledFit:
+    """The buffers and settings of one compiled ``fit``; :meth:`run` trains epochs."""
+
+    def __init__(self, network, optimizer, data, validation, batch_size, l2) -> None:
+        X, y, weight, label_weight = data
+        dtype, columns = network.dtype, network.outputs
+        self.network, self.optimizer = network, optimizer
+        n = X.shape[0]
+        X = X.reshape(n, -1)
+        rows = max(network._rows, batch_size)
+        table, used, used_deltas, top = _layer_table(network, rows, X.shape[1])
+        # The options the Python loop's first loss call would check, checked alike.
+        network.loss_value_and_grad(
+            np.full((1, columns), 0.5, dtype), np.zeros((1, columns), dtype)
+        )
+        options = dict(network.loss_options)
+        family = FAMILIES[network.loss]
+        request = _validate.validate(
+            family,
+            _validate.Outputs(loss=True, grad=True),
+            np.zeros((1, columns), dtype),
+            np.zeros((1, columns), dtype),
+            **options,
+        )
+        param = np.float64 if family.float32_in_float64 else dtype.type
+        self.params = tuple(param(value) for value in request.params)
+        pos_weight = np.broadcast_to(
+            np.asarray(request.pos_weight, dtype=np.float64), (1, columns)
+        )
+        placeholder = np.ones((1, 1), dtype)
+        self.data = (
+            X,
+            y,
+            placeholder if weight is None else weight,
+            np.ones(1, dtype) if label_weight is None else label_weight,
+            pos_weight.reshape(columns).astype(dtype),
+        )
+        if validation is None:
+            X_val, y_val = (
+                np.empty((0, X.shape[1]), dtype),
+                np.empty((0, columns), dtype),
+            )
+        else:
+            X_val, y_val = (
+                validation[0].reshape(validation[0].shape[0], -1),
+                validation[1],
+            )
+        val_scores = np.empty(
+            (X_val.shape[0] if X_val.shape[0] > rows else 0, columns), dtype
+        )
+        self.validation = (X_val, y_val, val_scores)
+        flat = network._flat_parameters
+        self.epoch_start = np.empty_like(flat)
+        self.model = (
+            table,
+            flat,
+            network._flat_gradients,
+            self.epoch_start,
+            network._weight_ranges,
+        )
+        state = optimizer._flat_state
+        self.state = (state + (state[-1],) * 3)[:3]
+        blocks = -(-max(rows, X_val.shape[0]) * columns // _config.BLOCK)
+        self.work = (
+            np.empty(used, dtype),
+            np.empty(used_deltas, dtype),
+            np.empty((rows, X.shape[1]), dtype),
+            np.empty((rows, columns), dtype),
+            np.empty((rows, 1), dtype) if weight is not None else placeholder,
+            np.empty(_config.BLOCK, dtype),
+            np.empty(_config.BLOCK // 2),
+            np.empty(blocks),
+            np.empty(blocks + 1),
+        )
+        settings = np.zeros(SETTINGS)
+        settings[[L2, THRESHOLD, BATCH_SIZE, FIRST, TOP]] = (
+            l2,
+            network._threshold,
+            batch_size,
+            network._first_trainable,
+            top,
+        )
+        settings[WEIGHTING] = (weight is not None) * SAMPLE_WEIGHT + (
+            label_weight is not None
+        ) * LABEL_WEIGHT
+        settings[OPTIMIZER : NESTEROV + 1] = _optimizer_settings(optimizer)
+        self.settings = settings
+        self.n, self.batch_size = n, batch_size
+        self.steps_per_epoch = -(-n // batch_size)
+        self.kernel = _train_kernel(network.loss, dtype.name)
+
+    def run(self, orders: np.ndarray) -> tuple[list[dict], str | None]:
+        """Train one epoch per row of ``orders``; return the raw logs of the epochs
+        completed, (loss, samples right, labels right, validation loss, validation
+        samples right, validation labels right), and None or the reason training
+        stopped (the parameters then are those of the failing epoch's start)."""
+        optimizer = self.optimizer
+        steps = orders.shape[0] * self.steps_per_epoch
+        first = optimizer.step_count
+        if callable(optimizer.lr):
+            lrs = np.array(
+                [optimizer._scheduled_lr(t) for t in range(first, first + steps)]
+            )
+        else:
+            lrs = np.full(steps, optimizer._step_lr)
+        self.settings[STEP0] = first
+        logs = np.zeros((orders.shape[0], 6))
+        done, taken, status, batch, loss = self.kernel(
+            self.data, self.validation, self.model, self.state, self.work,
+            self.settings, self.params, lrs, orders, logs,
+        )  # fmt: skip
+        optimizer.step_count += taken
+        if taken:
+            optimizer._step_lr = float(lrs[taken - 1])
+        reason = None
+        if status == BAD_LOSS:
+            reason = f"the loss is {self.network.dtype.type(loss)} at batch {batch}"
+        elif status == BAD_PARAMETERS:
+            reason = "the update of the last batch left non-finite parameters"
+        if reason is not None:
+            np.copyto(self.network._flat_parameters, self.epoch_start)
+        return logs[:done], reason
+
+
+def plan(network, optimizer, data, validation, batch_size, l2) -> CompiledFit | None:
+    """A :class:`CompiledFit` for this ``fit``, or None where the Python loop must run
+    (see the module docstring)."""
+    if not supported(network, optimizer):
+        return None
+    return CompiledFit(network, optimizer, data, validation, batch_size, l2)

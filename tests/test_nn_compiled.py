@@ -1,0 +1,323 @@
+"""Compiled training (numbce.nn.compiled): the same bits as the Python loop for every
+loss family, optimizer, weighting, validation and layer it covers; its exact sum against
+``math.fsum``; the fallback rule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from numbce import _config
+from numbce.nn import (
+    MLP,
+    EarlyStopping,
+    Flatten,
+    Linear,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+    compiled,
+    training,
+)
+from numbce.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
+
+
+def _train(monkeypatch, use_compiled, build, X, y, optimizer=Adam, options=None, **fit):
+    """A fresh network from ``build()`` trained by the compiled or the Python loop; the
+    network, its optimizer, the history and the error raised (or None)."""
+    monkeypatch.setattr(training, "COMPILED", use_compiled)
+    network = build()
+    opt = optimizer(network.parameters(), **(options or {}))
+    error = None
+    try:
+        history = network.fit(X, y, optimizer=opt, **fit)
+    except FloatingPointError as raised:
+        history, error = None, str(raised)
+    return network, opt, history, error
+
+
+def _assert_same_training(
+    monkeypatch, build, X, y, optimizer=Adam, options=None, **fit
+):
+    """Both loops give the same parameters, optimizer state and history, bit for bit."""
+    network = build()
+    assert compiled.supported(
+        network, optimizer(network.parameters(), **(options or {}))
+    ), "the case must take the compiled path"
+    python = _train(monkeypatch, False, build, X, y, optimizer, options, **fit)
+    fast = _train(monkeypatch, True, build, X, y, optimizer, options, **fit)
+    for a, b in zip(python[0].parameters(), fast[0].parameters()):
+        np.testing.assert_array_equal(a, b)
+    state_a, state_b = python[1].state_dict(), fast[1].state_dict()
+    assert state_a["step_count"] == state_b["step_count"]
+    for name in state_a["state"]:
+        for a, b in zip(state_a["state"][name], state_b["state"][name]):
+            np.testing.assert_array_equal(a, b)
+    assert python[3] == fast[3]
+    if python[2] is not None:
+        assert python[2].history == fast[2].history
+        assert python[2].epoch == fast[2].epoch
+        assert python[2].best_epoch == fast[2].best_epoch
+    return fast
+
+
+@pytest.fixture
+def data(rng):
+    X = rng.normal(size=(203, 4))
+    Y = (X[:, :3] + 0.5 * rng.normal(size=(203, 3)) > 0).astype(np.int64)
+    return X, Y
+
+
+OPTIMIZERS = {
+    "adam": (Adam, {"lr": 1e-2}),
+    "adam-l2-amsgrad": (Adam, {"lr": 1e-2, "weight_decay": 1e-2, "amsgrad": True}),
+    "adamw-cosine": (AdamW, {"lr": CosineAnnealingLR(1e-2, T_max=40)}),
+    "sgd": (SGD, {"lr": 0.05}),
+    "sgd-nesterov-steps": (
+        SGD,
+        {"lr": StepLR(0.05, step_size=7), "momentum": 0.9, "nesterov": True},
+    ),
+    "sgd-momentum-decay": (
+        SGD,
+        {"lr": 0.05, "momentum": 0.5, "dampening": 0.1, "weight_decay": 1e-3},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_gives_the_python_loops_bits(monkeypatch, data, name):
+    X, Y = data
+    optimizer, options = OPTIMIZERS[name]
+    _assert_same_training(
+        monkeypatch,
+        lambda: MLP([4, 16, 8, 1], activation="tanh", seed=1),
+        X,
+        Y[:, 0],
+        optimizer,
+        options,
+        epochs=4,
+        batch_size=16,
+        seed=3,
+        validation_split=0.2,
+    )
+
+
+LOSSES = [
+    ("binary_cross_entropy_with_logits", "logits", {}),
+    ("binary_cross_entropy_with_logits", "logits", {"label_smoothing": 0.1}),
+    ("binary_cross_entropy_with_logits", "logits", {"pos_weight": [0.5, 2.0, 3.0]}),
+    ("binary_cross_entropy", "sigmoid", {}),
+    ("sigmoid_focal_loss", "logits", {}),
+    ("sigmoid_focal_loss", "logits", {"alpha": 0.25, "gamma": 1.5}),
+]
+
+
+@pytest.mark.parametrize(("loss", "head", "options"), LOSSES)
+def test_every_loss_family_gives_the_python_loops_bits(
+    monkeypatch, data, loss, head, options
+):
+    from numbce.losses import FAMILIES
+
+    if loss not in FAMILIES:
+        pytest.skip(f"{loss} is not registered")
+    X, Y = data
+    _assert_same_training(
+        monkeypatch,
+        lambda: MLP(
+            [4, 12, 3], head=head, seed=2, loss=loss, loss_options=options or None
+        ),
+        X,
+        Y,
+        epochs=3,
+        batch_size=20,
+        seed=0,
+        validation_data=(X[:50], Y[:50]),
+        label_weight=[1.0, 0.5, 2.0],
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "weights",
+    [
+        {},
+        {"sample_weight": "uniform"},
+        {"class_weight": {0: 0.5, 1: 3.0}},
+        {"sample_weight": "uniform", "class_weight": {1: 2.0}, "l2": 1e-2},
+    ],
+)
+def test_weights_and_penalty_give_the_python_loops_bits(
+    monkeypatch, rng, data, dtype, weights
+):
+    X, Y = data
+    weights = dict(weights)
+    if weights.get("sample_weight") == "uniform":
+        weights["sample_weight"] = rng.uniform(0, 2, size=len(X))
+    _assert_same_training(
+        monkeypatch,
+        lambda: MLP([4, 10, 1], seed=0, dtype=dtype),
+        X,
+        Y[:, 1],
+        epochs=3,
+        batch_size=32,
+        seed=5,
+        validation_data=(X[:70], Y[:70, 1]),
+        **weights,
+    )
+
+
+def test_sample_and_label_weights_together(monkeypatch, rng, data):
+    X, Y = data
+    _assert_same_training(
+        monkeypatch,
+        lambda: MLP([4, 10, 3], activation="sigmoid", seed=0),
+        X,
+        Y,
+        epochs=2,
+        batch_size=25,
+        seed=1,
+        sample_weight=rng.uniform(0, 2, size=len(X)),
+        label_weight=[2.0, 1.0, 0.25],
+        l2=1e-3,
+    )
+
+
+def test_images_flatten_and_a_sigmoid_head(monkeypatch, rng):
+    X = rng.uniform(size=(90, 3, 4, 5)).astype(np.float32)
+    y = rng.integers(0, 2, size=90)
+    _assert_same_training(
+        monkeypatch,
+        lambda: Sequential(
+            Flatten(),
+            Linear(60, 16, seed=0),
+            ReLU(),
+            Linear(16, 8, seed=1),
+            Tanh(),
+            Linear(8, 1, seed=2),
+            Sigmoid(),
+        ),
+        X,
+        y,
+        epochs=2,
+        batch_size=16,
+        seed=0,
+        validation_data=(X[:30], y[:30]),
+    )
+
+
+def test_batches_and_validation_beyond_one_block(monkeypatch, rng):
+    """A batch of more than BLOCK elements (block sums added as math.fsum does), a
+    validation set chunked by the evaluation rows, an unshuffled last partial batch."""
+    X = rng.normal(size=(4500, 4))
+    Y = (X[:, :2] + rng.normal(size=(4500, 2)) > 0).astype(np.int64)
+    assert 2100 * 2 > _config.BLOCK
+    _assert_same_training(
+        monkeypatch,
+        lambda: MLP([4, 6, 2], seed=0),
+        X,
+        Y,
+        epochs=2,
+        batch_size=2100,
+        shuffle=False,
+        validation_data=(X[:2500], Y[:2500]),
+    )
+
+
+def test_epoch_by_epoch_with_callbacks_and_early_stopping(monkeypatch, data):
+    X, Y = data
+    _, _, history, _ = _assert_same_training(
+        monkeypatch,
+        lambda: MLP([4, 8, 1], seed=0),
+        X,
+        Y[:, 2],
+        optimizer=SGD,
+        options={"lr": 0.5, "momentum": 0.9},
+        epochs=60,
+        batch_size=16,
+        seed=0,
+        validation_split=0.3,
+        callbacks=[EarlyStopping("val_loss", patience=2, restore_best_weights=True)],
+    )
+    assert history.best_epoch is not None and len(history.epoch) < 60
+
+
+@pytest.mark.parametrize("lr", [1e30, 1e6])
+def test_divergence_stops_at_the_same_epoch_with_the_same_parameters(
+    monkeypatch, data, lr
+):
+    """A non-finite loss (1e30) or non-finite parameters after an epoch (1e6): the same
+    FloatingPointError, the same restored parameters, in both loops and both modes."""
+    X, Y = data
+    X = X * 1e3
+    for callbacks in ([], [EarlyStopping("loss", patience=100)]):
+        network, _, _, error = _assert_same_training(
+            monkeypatch,
+            lambda: MLP([4, 8, 1], seed=0, dtype=np.float32),
+            X,
+            Y[:, 0],
+            optimizer=SGD,
+            options={"lr": lr},
+            epochs=20,
+            batch_size=8,
+            seed=0,
+            callbacks=callbacks,
+        )
+        assert error is not None and "training stopped at epoch" in error
+        assert np.isfinite(network._flat_parameters).all()
+
+
+def test_many_epochs_a_call_and_one_epoch_a_call_agree(monkeypatch, data):
+    """The epochs of one call (nothing but History listening) are those of one call
+    per epoch (a callback listening), including the shuffles drawn ahead."""
+    X, Y = data
+    monkeypatch.setattr(compiled, "MAX_ORDER_ELEMENTS", 3 * len(X))
+    runs = []
+    for callbacks in ([], [EarlyStopping("loss", patience=1000)]):
+        monkeypatch.setattr(training, "COMPILED", True)
+        network = MLP([4, 8, 1], seed=0)
+        history = network.fit(
+            X, Y[:, 0], epochs=10, batch_size=16, seed=4, callbacks=callbacks
+        )
+        runs.append((network.get_weights(), history.history))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][1] == runs[1][1]
+
+
+class _Scaled(Linear):
+    """A Linear subclass: its math may differ, so training falls back to Python."""
+
+
+def test_what_falls_back_to_the_python_loop(data):
+    X, Y = data
+    plain = MLP([4, 5, 1], seed=0)
+    args = ((X, Y[:, :1], None, None), None, 8, 0.0)
+    assert compiled.supported(plain, Adam(plain.parameters()))
+
+    class MyAdam(Adam):
+        pass
+
+    assert not compiled.supported(plain, MyAdam(plain.parameters()))
+    custom = Sequential(_Scaled(4, 5, seed=0), ReLU(), Linear(5, 1, seed=1))
+    assert compiled.plan(custom, Adam(custom.parameters()), *args) is None
+    history = custom.fit(X, Y[:, 0], epochs=2, seed=0)
+    assert len(history.epoch) == 2
+
+
+def test_exact_sum_is_math_fsum(rng):
+    cases = [
+        rng.uniform(0, 1, size=50),
+        rng.uniform(0, 1, size=50) * 10.0 ** rng.integers(-30, 30, size=50),
+        np.array([1e16, 1.0, 1e-16, 1.0, 3.0]),
+        np.array([2.0**53, 1.0, 2.0**-60]),  # a tie broken by the third value
+        np.array([2.0**53, 1.0, -(2.0**-60)]),
+        np.array([0.0, -0.0]),
+        np.array([1.0, math.inf]),
+        np.array([1.0, math.nan]),
+    ]
+    for values in cases:
+        expected = math.fsum(values) if np.isfinite(values).all() else values.sum()
+        got = compiled.exact_sum(values, values.size, np.empty(values.size + 1))
+        assert got == expected or (math.isnan(got) and math.isnan(expected))
+        assert math.copysign(1, got) == math.copysign(1, expected)
