@@ -229,11 +229,13 @@ def validate(
     arrays already converted). A NumPy float target wider than the input is range-checked
     here, before rounding could bring it into [0, 1]."""
     dtype = compute_dtype(input.dtype)
-    check_real_dtype(target.dtype, "target")
-    shape = tuple(input.shape)
-    check_same_shape("target", tuple(target.shape), shape)
-    if isinstance(target, np.ndarray) and is_wider(target.dtype, dtype):
-        check_unit_interval("target", target)
+    if target.dtype != dtype:
+        check_real_dtype(target.dtype, "target")
+        if isinstance(target, np.ndarray) and is_wider(target.dtype, dtype):
+            check_unit_interval("target", target)
+    shape = input.shape if type(input.shape) is tuple else tuple(input.shape)
+    if target.shape != shape:
+        check_same_shape("target", tuple(target.shape), shape)
     if reduction not in REDUCTIONS or size_average is not None or reduce is not None:
         reduction = check_reduction(reduction, size_average, reduce)
     if (
@@ -246,8 +248,12 @@ def validate(
             f"got shape {tuple(np.shape(grad_output))}"
         )
     grad_output = _operand("grad_output", grad_output, shape, check_same_shape)
-    values = {option.name: option.check(options.pop(option.name, option.default))
-              for option in family.options}  # fmt: skip
+    params = (0.0,)
+    if family.options:
+        params = family.params(**{
+            option.name: option.check(options.pop(option.name, option.default))
+            for option in family.options
+        })  # fmt: skip
     if options:
         raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
     result_dtype = (
@@ -268,7 +274,7 @@ def validate(
         dtype=dtype,
         result_dtype=result_dtype,
         reduction=reduction,
-        params=(*family.params(**values), 0.0, 0.0, 0.0)[:MAX_PARAMS],
+        params=(*params, 0.0, 0.0, 0.0)[:MAX_PARAMS],
     )
 
 

@@ -130,13 +130,19 @@ def _params_dtype(family: str, dtype: str) -> str:
 
 @numba.njit(**_INLINE)
 def _tree_sum(values, count, scratch):
-    """float64 sum of ``values[:count]`` (a buffer of :data:`numbce._config.BLOCK`
-    elements, padded here with zeros) in a fixed pairwise order: halves added elementwise
-    into ``scratch`` (BLOCK // 2 float64), then halved again down to one. Every step is an
-    elementwise loop the compiler vectorizes in this exact order."""
-    half = values.size // 2
-    for i in range(count, values.size):
+    """float64 sum of ``values[:count]`` in a fixed pairwise order: ``values`` is padded
+    with zeros to the next power of two, whose halves are added elementwise into
+    ``scratch`` (float64, half of ``values``' size), then halved again down to one. Every
+    step is an elementwise loop the compiler vectorizes in this exact order, and the order
+    depends on ``count`` alone."""
+    width = values.size
+    while width > 1 and width // 2 >= count:
+        width //= 2
+    if width == 1:
+        return np.float64(values[0]) if count else 0.0
+    for i in range(count, width):
         values[i] = 0
+    half = width // 2
     for k in range(half):
         scratch[k] = np.float64(values[k]) + np.float64(values[k + half])
     while half > 1:
