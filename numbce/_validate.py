@@ -179,6 +179,23 @@ class Request:
     reduction: str
     params: tuple
 
+    @property
+    def store_loss(self) -> bool:
+        """The elementwise loss is a result ('none')."""
+        return self.outputs.loss and self.reduction == "none"
+
+    @property
+    def reduce_loss(self) -> bool:
+        """The loss is summed ('mean' or 'sum')."""
+        return self.outputs.loss and self.reduction != "none"
+
+    @property
+    def grad_scale(self) -> float:
+        """What every derivative is multiplied by besides an array ``grad_output``: a
+        scalar ``grad_output`` (else 1), over the element count for 'mean'."""
+        scale = self.grad_output if isinstance(self.grad_output, float) else 1.0
+        return scale / self.size if self.reduction == "mean" and self.size else scale
+
     def shaped(self, result):
         """A flat NumPy result in the caller's shape and dtype (a NumPy scalar if reduced)."""
         if result is None:

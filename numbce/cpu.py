@@ -311,13 +311,10 @@ def run(request: Request):
     pos_weight_layout, pos_weight_value, pos_weight = _layout(
         request.pos_weight, shape, dtype
     )
-    grad_output_array = not isinstance(request.grad_output, float)
-    grad_scale = 1.0 if grad_output_array else request.grad_output
-    if request.reduction == "mean" and n:
-        grad_scale /= n
-    store_loss = outputs.loss and request.reduction == "none"
-    reduce_loss = outputs.loss and not store_loss
-    grad_output_array = grad_output_array and (outputs.grad or outputs.hess)
+    store_loss, reduce_loss = request.store_loss, request.reduce_loss
+    grad_output_array = not isinstance(request.grad_output, float) and (
+        outputs.grad or outputs.hess
+    )
     key = (request.family.name, dtype, store_loss, reduce_loss, outputs.grad,
            outputs.hess, weight_layout, pos_weight_layout, grad_output_array,
            n >= _config.PARALLEL_THRESHOLD)  # fmt: skip
@@ -325,7 +322,7 @@ def run(request: Request):
     if kernel is None:
         kernel = _KERNELS[key] = _kernel(Variant(key[0], dtype.name, *key[2:]))
     nblocks = -(-n // _config.BLOCK)
-    scalars = np.array((weight_value, pos_weight_value, grad_scale,
+    scalars = np.array((weight_value, pos_weight_value, request.grad_scale,
                         shape[-1] if shape else 1, *request.params))  # fmt: skip
     placeholder = _PLACEHOLDER[dtype]
     loss_out = np.empty(n, dtype=dtype) if store_loss else placeholder

@@ -345,11 +345,7 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         )
     ]
     grad_output_array = not isinstance(request.grad_output, float)
-    grad_scale = 1.0 if grad_output_array else request.grad_output
-    if request.reduction == "mean" and n:
-        grad_scale /= n
-    store_loss = outputs.loss and request.reduction == "none"
-    reduce_loss = outputs.loss and not store_loss
+    store_loss, reduce_loss = request.store_loss, request.reduce_loss
     loss_out = _empty(input, x_array, shape, stream) if store_loss else None
     grad_out = _empty(input, x_array, shape, stream) if outputs.grad else None
     hess_out = _empty(input, x_array, shape, stream) if outputs.hess else None
@@ -394,7 +390,7 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
             dummy if grad_output is None else grad_output,
             real(layouts[0][1]),
             real(layouts[1][1]),
-            real(grad_scale),
+            real(request.grad_scale),
             tuple(params_type(p) for p in request.params),
             shape[-1] if shape else 1,
             loss_out.reshape(n) if store_loss else dummy,

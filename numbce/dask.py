@@ -53,8 +53,8 @@ def compute(
     request = _validate.validate(family, outputs, x, y, **options)
     dtype = request.result_dtype
     grad_output = request.grad_output
-    if request.reduction == "mean" and request.size and isinstance(grad_output, float):
-        grad_output = grad_output / request.size
+    if isinstance(grad_output, float):
+        grad_output = request.grad_scale  # blocks sum: 'mean' scales here
     operands = [
         value if isinstance(value, float) else _like(_known(name, da.asarray(value)), x)
         for name, value in (
