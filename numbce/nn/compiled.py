@@ -79,8 +79,8 @@ ADAM, ADAM_AMSGRAD, PLAIN_SGD = range(3)
 """Optimizer kinds."""
 
 (L2, THRESHOLD, BATCH_SIZE, FIRST, WEIGHTING, OPTIMIZER, BETA1, BETA2, EPS,
- WEIGHT_DECAY, DECOUPLED, MOMENTUM, DAMPENING, NESTEROV, STEP0, TOP,
- SETTINGS) = range(17)  # fmt: skip
+ WEIGHT_DECAY, DECOUPLED, MOMENTUM, DAMPENING, NESTEROV, STEP0,
+ SETTINGS) = range(16)  # fmt: skip
 """Slots of the float64 settings array (SETTINGS: their count)."""
 
 SAMPLE_WEIGHT, LABEL_WEIGHT = 1, 2
@@ -92,12 +92,24 @@ OK, BAD_LOSS, BAD_PARAMETERS = range(3)
 MAX_ORDER_ELEMENTS = 1 << 22
 """Most sample indices (8 bytes each) drawn ahead for the epochs of one call."""
 
-linear_forward, linear_backward = Linear.forward_kernel, Linear.backward_kernel
-relu_forward, relu_backward = ReLU.forward_kernel, ReLU.backward_kernel
-sigmoid_forward, sigmoid_backward = Sigmoid.forward_kernel, Sigmoid.backward_kernel
-tanh_forward, tanh_backward = Tanh.forward_kernel, Tanh.backward_kernel
-adam_update, adam_amsgrad_update = _adam_kernel(False), _adam_kernel(True)
-sgd_update = _sgd_update
+
+def _inlined(kernel):
+    """The Python function of ``kernel`` (a Numba dispatcher), compiled into the caller:
+    the same code, without a call's reference counts on every array argument (atomic
+    operations, a fifth of a small step's time)."""
+    return numba.njit(**_INLINE)(kernel.py_func)
+
+
+linear_forward = _inlined(Linear.forward_kernel)
+linear_backward = _inlined(Linear.backward_kernel)
+relu_forward = _inlined(ReLU.forward_kernel)
+relu_backward = _inlined(ReLU.backward_kernel)
+sigmoid_forward = _inlined(Sigmoid.forward_kernel)
+sigmoid_backward = _inlined(Sigmoid.backward_kernel)
+tanh_forward = _inlined(Tanh.forward_kernel)
+tanh_backward = _inlined(Tanh.backward_kernel)
+adam_update, adam_amsgrad_update = map(_inlined, map(_adam_kernel, (False, True)))
+sgd_update = _inlined(_sgd_update)
 
 
 # -- kernels shared with the Python loop ------------------------------------------------
@@ -220,12 +232,11 @@ def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
     g = grad.reshape(size)
     block = losses.size
     blocks = (size + block - 1) // block
+    row = column = 0  # of element i, counted (a division per element costs more)
     for b in range(blocks):
         start = b * block
         stop = min(start + block, size)
         for i in range(start, stop):
-            row = i // columns
-            column = i - row * columns
             if weighting == SAMPLE_WEIGHT | LABEL_WEIGHT:
                 w = sample_weight[row, 0] * label_weight[column]
             elif weighting == SAMPLE_WEIGHT:
@@ -238,11 +249,17 @@ def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
             losses[i - start] = loss
             if store_grad:
                 g[i] = derivative * scale
+            column += 1
+            if column == columns:
+                row, column = row + 1, 0
         partials[b] = cpu._tree_sum(losses, stop - start, scratch)
     return partials[0] if blocks == 1 else exact_sum(partials, blocks, fsum_buffer)
 
 
 # -- the network ---------------------------------------------------------------------------
+
+
+# Views are made once per call, not per step: each view costs atomic reference counts.
 
 
 @numba.njit(**_INLINE)
@@ -251,82 +268,82 @@ def _view(buffer, offset, n, width):
 
 
 @numba.njit(**_INLINE)
-def _input(layers, index, activations, x, n):
-    offset = layers[index, INPUT]
-    return x if offset < 0 else _view(activations, offset, n, layers[index, WIDTH_IN])
+def _parameter_views(layers, flat):
+    """Per layer, the (out, in) weight and the bias viewed in the flat ``flat``
+    (parameters or gradients); a 1 x 1 stand-in for layers without."""
+    count = layers.shape[0]
+    weights, biases = [flat[:1].reshape(1, 1)] * count, [flat[:1]] * count
+    for index in range(count):
+        if layers[index, KIND] == LINEAR:
+            fan_in, fan_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
+            start = layers[index, PARAMS]
+            middle = start + fan_in * fan_out
+            weights[index] = flat[start:middle].reshape(fan_out, fan_in)
+            biases[index] = flat[middle : middle + fan_out]
+    return weights, biases
 
 
 @numba.njit(**_INLINE)
-def _linear(layers, index, flat):
-    """A Linear layer's (weight, bias) views of the flat ``flat`` (parameters or
-    gradients)."""
-    fan_in, fan_out, start = (
-        layers[index, WIDTH_IN],
-        layers[index, WIDTH_OUT],
-        layers[index, PARAMS],
-    )
-    middle = start + fan_in * fan_out
-    return flat[start:middle].reshape(fan_out, fan_in), flat[middle : middle + fan_out]
+def _batch_views(layers, activations, deltas, x, n):
+    """Per layer, views of (input, output, d loss / d output, d loss / d input) for a
+    batch ``x`` of ``n`` rows (``x`` itself where there is none)."""
+    count = layers.shape[0]
+    inputs, outputs = [x] * count, [x] * count
+    grad_outputs, grad_inputs = [x] * count, [x] * count
+    for index in range(count):
+        width_in, width_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
+        if layers[index, INPUT] >= 0:
+            inputs[index] = _view(activations, layers[index, INPUT], n, width_in)
+        if layers[index, OUTPUT] >= 0:
+            outputs[index] = _view(activations, layers[index, OUTPUT], n, width_out)
+        if layers[index, GRAD_OUT] >= 0:
+            grad_outputs[index] = _view(deltas, layers[index, GRAD_OUT], n, width_out)
+        if layers[index, GRAD_IN] >= 0:
+            grad_inputs[index] = _view(deltas, layers[index, GRAD_IN], n, width_in)
+    return inputs, outputs, grad_outputs, grad_inputs
 
 
 @numba.njit(**_INLINE)
-def _forward(layers, parameters, activations, x, n):
-    """The scores (n, C) of the batch ``x`` (n, features): every layer's forward kernel
-    in turn."""
-    out = x
+def _forward(layers, parameters, views):
+    """Every layer's forward kernel in turn; the scores are ``views[1][-1]``."""
+    weights, biases = parameters
+    inputs, outputs = views[0], views[1]
     for index in range(layers.shape[0]):
         kind = layers[index, KIND]
-        if kind == IDENTITY:
-            continue
-        inputs = _input(layers, index, activations, x, n)
-        out = _view(activations, layers[index, OUTPUT], n, layers[index, WIDTH_OUT])
         if kind == LINEAR:
-            weight, bias = _linear(layers, index, parameters)
-            linear_forward(inputs, weight, bias, out)
+            linear_forward(inputs[index], weights[index], biases[index], outputs[index])
         elif kind == RELU:
-            relu_forward(inputs, out)
+            relu_forward(inputs[index], outputs[index])
         elif kind == SIGMOID:
-            sigmoid_forward(inputs, out)
-        else:
-            tanh_forward(inputs, out)
-    return out
+            sigmoid_forward(inputs[index], outputs[index])
+        elif kind == TANH:
+            tanh_forward(inputs[index], outputs[index])
 
 
 @numba.njit(**_INLINE)
-def _backward(layers, first, parameters, gradients, activations, deltas, x, n):
-    """Backpropagate d loss / d scores (in ``deltas``) from the last layer down to the
-    first trainable one (``first``: no d loss / d input there), filling ``gradients``."""
+def _backward(layers, first, parameters, gradients, views):
+    """Backpropagate d loss / d scores (in ``views[2][-1]``) from the last layer down to
+    the first trainable one (``first``: no d loss / d input there), filling the
+    gradients."""
+    weights = parameters[0]
+    weight_grads, bias_grads = gradients
+    inputs, outputs, grad_outputs, grad_inputs = views
     for index in range(layers.shape[0] - 1, first - 1, -1):
         kind = layers[index, KIND]
-        if kind == IDENTITY:
-            continue
-        grad_output = _view(
-            deltas, layers[index, GRAD_OUT], n, layers[index, WIDTH_OUT]
-        )
         if kind == LINEAR:
-            weight, _ = _linear(layers, index, parameters)
-            weight_grad, bias_grad = _linear(layers, index, gradients)
-            inputs = _input(layers, index, activations, x, n)
             if layers[index, GRAD_IN] < 0:
-                linear_backward(
-                    grad_output, inputs, weight, weight_grad, bias_grad, None
-                )
+                linear_backward(grad_outputs[index], inputs[index], weights[index],
+                                weight_grads[index], bias_grads[index], None)  # fmt: skip
             else:
-                grad_input = _view(
-                    deltas, layers[index, GRAD_IN], n, layers[index, WIDTH_IN]
-                )
-                linear_backward(
-                    grad_output, inputs, weight, weight_grad, bias_grad, grad_input
-                )
-            continue
-        out = _view(activations, layers[index, OUTPUT], n, layers[index, WIDTH_OUT])
-        grad_input = _view(deltas, layers[index, GRAD_IN], n, layers[index, WIDTH_IN])
-        if kind == RELU:
-            relu_backward(grad_output, out, grad_input)
+                linear_backward(grad_outputs[index], inputs[index], weights[index],
+                                weight_grads[index], bias_grads[index],
+                                grad_inputs[index])  # fmt: skip
+        elif kind == RELU:
+            relu_backward(grad_outputs[index], outputs[index], grad_inputs[index])
         elif kind == SIGMOID:
-            sigmoid_backward(grad_output, out, grad_input)
-        else:
-            tanh_backward(grad_output, out, grad_input)
+            sigmoid_backward(grad_outputs[index], outputs[index], grad_inputs[index])
+        elif kind == TANH:
+            tanh_backward(grad_outputs[index], outputs[index], grad_inputs[index])
 
 
 @numba.njit(**_INLINE)
@@ -365,10 +382,14 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
     real = parameters.dtype.type
     n, columns = y.shape
     batch_size, first = int(settings[BATCH_SIZE]), int(settings[FIRST])
-    weighting, top = int(settings[WEIGHTING]), int(settings[TOP])
+    weighting = int(settings[WEIGHTING])
     l2, threshold = settings[L2], settings[THRESHOLD]
     step = int(settings[STEP0])
     steps = 0
+    last = layers.shape[0] - 1
+    weights = _parameter_views(layers, parameters)
+    weight_grads = _parameter_views(layers, gradients)
+    full = _batch_views(layers, activations, deltas, batch_X[:batch_size], batch_size)
     for epoch in range(orders.shape[0]):
         for i in range(parameters.size):
             epoch_start[i] = parameters[i]
@@ -384,9 +405,14 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
                 gather_rows(X, y, sample_weight, rows, batch_X, batch_y, batch_weight)
             else:
                 gather_rows(X, y, None, rows, batch_X, batch_y, None)
-            x, targets = batch_X[:count], batch_y[:count]
-            scores = _forward(layers, parameters, activations, x, count)
-            delta = _view(deltas, top, count, columns)
+            views = full
+            if count < batch_size:
+                views = _batch_views(
+                    layers, activations, deltas, batch_X[:count], count
+                )
+            targets = batch_y[:count]
+            _forward(layers, weights, views)
+            scores, delta = views[1][last], views[2][last]
             total = _loss_sum(element, scores, targets, batch_weight[:count],  # noqa: F821 (global below)
                               label_weight, pos_weight, weighting, params, delta, True,
                               loss_work)  # fmt: skip
@@ -396,9 +422,7 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
             samples, labels = count_correct(scores, targets, threshold)
             samples_right += samples
             labels_right += labels
-            _backward(
-                layers, first, parameters, gradients, activations, deltas, x, count
-            )
+            _backward(layers, first, weights, weight_grads, views)
             if l2 != 0.0:
                 squares = add_l2(parameters, gradients, l2_ranges, real(l2 / count))
                 loss = loss + real(l2 / (2 * count) * squares)
@@ -417,12 +441,13 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
             chunk = min(m, batch_X.shape[0])
             for start in range(0, m, chunk):
                 count = min(chunk, m - start)
-                scores = _forward(layers, parameters, activations,
-                                  X_val[start : start + count], count)  # fmt: skip
+                views = _batch_views(
+                    layers, activations, deltas, X_val[start : start + count], count
+                )
+                _forward(layers, weights, views)
                 if count < m:
-                    val_scores[start : start + count] = scores
-            if chunk < m:
-                scores = val_scores
+                    val_scores[start : start + count] = views[1][last]
+            scores = val_scores if chunk < m else views[1][last]
             total = _loss_sum(element, scores, y_val, batch_weight, label_weight,  # noqa: F821
                               pos_weight, 0, params, scores, False, loss_work)  # fmt: skip
             logs[epoch, 3] = real(total / (m * columns))
@@ -463,8 +488,8 @@ def _offset(view: np.ndarray, flat: np.ndarray) -> int:
     return (view.ctypes.data - flat.ctypes.data) // flat.itemsize
 
 
-def _layer_table(network, rows: int, features: int) -> tuple[np.ndarray, int, int, int]:
-    """(layer table, activations size, deltas size, offset of d loss / d scores)."""
+def _layer_table(network, rows: int, features: int) -> tuple[np.ndarray, int, int]:
+    """(layer table, activations size, deltas size)."""
     table = np.full((len(network.layers), 8), -1, dtype=np.int64)
     flat = network._flat_parameters
     width, current, used = features, -1, 0
@@ -479,8 +504,7 @@ def _layer_table(network, rows: int, features: int) -> tuple[np.ndarray, int, in
             current, used = used, used + rows * out_width
         table[index, OUTPUT] = current
         width = out_width
-    top, used_deltas = 0, rows * width
-    current = top
+    current, used_deltas = 0, rows * width  # d loss / d scores first
     for index in range(len(network.layers) - 1, network._first_trainable - 1, -1):
         table[index, GRAD_OUT] = current
         if table[index, KIND] == IDENTITY:
@@ -491,7 +515,7 @@ def _layer_table(network, rows: int, features: int) -> tuple[np.ndarray, int, in
                 used_deltas + rows * table[index, WIDTH_IN],
             )
             table[index, GRAD_IN] = current
-    return table, used, used_deltas, top
+    return table, used, used_deltas
 
 
 def _optimizer_settings(optimizer) -> list[float]:
@@ -535,7 +559,7 @@ class CompiledFit:
         n = X.shape[0]
         X = X.reshape(n, -1)
         rows = max(network._rows, batch_size)
-        table, used, used_deltas, top = _layer_table(network, rows, X.shape[1])
+        table, used, used_deltas = _layer_table(network, rows, X.shape[1])
         # The options the Python loop's first loss call would check, checked alike.
         network.loss_value_and_grad(
             np.full((1, columns), 0.5, dtype), np.zeros((1, columns), dtype)
@@ -600,12 +624,11 @@ class CompiledFit:
             np.empty(blocks + 1),
         )
         settings = np.zeros(SETTINGS)
-        settings[[L2, THRESHOLD, BATCH_SIZE, FIRST, TOP]] = (
+        settings[[L2, THRESHOLD, BATCH_SIZE, FIRST]] = (
             l2,
             network._threshold,
             batch_size,
             network._first_trainable,
-            top,
         )
         settings[WEIGHTING] = (weight is not None) * SAMPLE_WEIGHT + (
             label_weight is not None
