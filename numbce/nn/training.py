@@ -217,6 +217,10 @@ def fit(
     Bad input raises ValueError before any training. A non-finite loss, or non-finite
     parameters after an epoch's last update, raise FloatingPointError naming the epoch,
     with the parameters of the epoch's start restored.
+
+    Where :mod:`numbce.nn.compiled` covers the network and optimizer (and
+    :data:`COMPILED` is true), the epochs run compiled, with the same results bit for
+    bit; else in this module's Python loop.
     """
     X, y = network._checked(X, y)
     weight = _sample_weights(network, y, sample_weight, class_weight)
