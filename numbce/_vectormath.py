@@ -68,7 +68,7 @@ def bits_float(typingctx, bits):
 def fma(typingctx, a, b, c):
     """``a * b + c`` with one rounding (LLVM's ``llvm.fma``): exact on every CPU, one
     vector instruction where the CPU has FMA, a correct libm call where it has not (the
-    bits are the same: unlike ``fastmath={"contract"}``, nothing is left to the compiler)."""
+    bits are the same: unlike fastmath contraction, nothing is left to the compiler)."""
     if not (a == b == c and a in _BITS_OF):
         return None
 

@@ -296,7 +296,7 @@ def test_what_falls_back_to_the_python_loop(data):
     assert compiled.supported(plain, Adam(plain.parameters()))
 
     class MyAdam(Adam):
-        pass
+        """A subclass: the compiled path cannot know what it changes."""
 
     assert not compiled.supported(plain, MyAdam(plain.parameters()))
     custom = Sequential(_Scaled(4, 5, seed=0), ReLU(), Linear(5, 1, seed=1))
