@@ -162,7 +162,8 @@ class Request:
     NumPy) checked broadcastable (``grad_output``: the input's shape, 'none' only);
     ``params`` the family's kernel parameters (padded with zeros to :data:`MAX_PARAMS`);
     ``dtype`` the compute dtype and
-    ``result_dtype`` the dtype of every result.
+    ``result_dtype`` the dtype of every result; ``out`` the caller's buffers for the
+    ``(loss, grad, hess)`` arrays, each None (allocate) or a checked NumPy array.
     """
 
     family: Family
@@ -178,6 +179,7 @@ class Request:
     result_dtype: np.dtype
     reduction: str
     params: tuple
+    out: tuple = (None, None, None)
 
     @property
     def store_loss(self) -> bool:
@@ -196,8 +198,9 @@ class Request:
         scale = self.grad_output if isinstance(self.grad_output, float) else 1.0
         return scale / self.size if self.reduction == "mean" and self.size else scale
 
-    def shaped(self, result):
-        """A flat NumPy result in the caller's shape and dtype (a NumPy scalar if reduced)."""
+    def shaped(self, result, out=None):
+        """A flat NumPy result in the caller's shape and dtype (a NumPy scalar if reduced);
+        with ``out`` (the caller's buffer), ``out`` holding it."""
         if result is None:
             return None
         result_type = self.result_dtype.type
@@ -205,6 +208,12 @@ class Request:
             return result_type(result)
         if result.shape != self.shape:
             result = result.reshape(self.shape)
+        if out is not None:
+            if not np.may_share_memory(
+                result, out
+            ):  # computed elsewhere: copied (cast) in
+                np.copyto(out, result, casting="unsafe")
+            return out
         return (
             result if result.dtype == self.result_dtype else result.astype(result_type)
         )
@@ -228,6 +237,69 @@ def _operand(name: str, value, shape: tuple, check=check_broadcastable):
     return value
 
 
+_OUT_SLOTS = ("loss", "grad", "hess")
+
+
+def check_out(request: Request, out) -> tuple:
+    """The caller's ``out`` as ``(loss, grad, hess)`` buffers (None: allocate).
+
+    ``out`` is None, one NumPy array for a function with one array result, or a tuple of
+    one array-or-None per result (NumPy's ufunc convention). Each buffer must have the
+    input's shape and the result dtype, be writeable, and share no memory with an operand
+    or another buffer; a reduced loss has no buffer."""
+    wanted = [slot for slot, asked in zip(_OUT_SLOTS, (request.outputs.loss,
+              request.outputs.grad, request.outputs.hess)) if asked]  # fmt: skip
+    if isinstance(out, tuple):
+        if len(out) != len(wanted):
+            raise ValueError(
+                f"out must be a tuple of {len(wanted)} arrays or None (one per result), "
+                f"got {len(out)}"
+            )
+        names = [f"out[{i}]" for i in range(len(out))]
+    elif len(wanted) == 1:
+        out, names = (out,), ["out"]
+    else:
+        raise TypeError(
+            f"out must be a tuple of {len(wanted)} arrays or None (one per result), "
+            f"got {type(out).__name__}"
+        )
+    operands = [("input", request.input), ("target", request.target),
+                ("weight", request.weight), ("pos_weight", request.pos_weight),
+                ("grad_output", request.grad_output)]  # fmt: skip
+    buffers = dict.fromkeys(_OUT_SLOTS)
+    for slot, name, buffer in zip(wanted, names, out):
+        if buffer is None:
+            continue
+        if slot == "loss" and request.reduction != "none":
+            raise ValueError(
+                f"{name} must be None for reduction={request.reduction!r}: the loss is "
+                "a scalar"
+            )
+        if type(buffer) is not np.ndarray:
+            raise TypeError(
+                f"{name} must be a NumPy array, got {type(buffer).__name__}"
+            )
+        if buffer.shape != request.shape:
+            raise ValueError(
+                f"{name} shape {buffer.shape} does not match input shape {request.shape}"
+            )
+        if buffer.dtype != request.result_dtype:
+            raise TypeError(
+                f"{name} must have the result dtype {request.result_dtype}, got "
+                f"{buffer.dtype}"
+            )
+        if not buffer.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+        for other, value in operands:
+            if isinstance(value, np.ndarray) and np.shares_memory(buffer, value):
+                raise ValueError(
+                    f"{name} overlaps {other}: a result may not overwrite an operand"
+                )
+        operands.append((name, buffer))
+        buffers[slot] = buffer
+    return tuple(buffers.values())
+
+
 def validate(
     family: Family,
     outputs: Outputs,
@@ -240,11 +312,12 @@ def validate(
     grad_output=1.0,
     size_average=None,
     reduce=None,
+    out=None,
     **options,
 ) -> Request:
     """Check one call of ``family``; ``input``/``target`` are arrays of one kind (NumPy
     arrays already converted). A NumPy float target wider than the input is range-checked
-    here, before rounding could bring it into [0, 1]."""
+    here, before rounding could bring it into [0, 1]. ``out``: see :func:`check_out`."""
     dtype = compute_dtype(input.dtype)
     if target.dtype != dtype:
         check_real_dtype(target.dtype, "target")
@@ -276,7 +349,7 @@ def validate(
     result_dtype = (
         input.dtype if input.dtype.isnative else input.dtype.newbyteorder("=")
     )
-    return Request(
+    request = Request(
         family=family,
         outputs=outputs,
         input=input,
@@ -293,6 +366,9 @@ def validate(
         reduction=reduction,
         params=(*params, 0.0, 0.0, 0.0)[:MAX_PARAMS],
     )
+    if out is not None:
+        request.out = check_out(request, out)
+    return request
 
 
 def exact_sum(partials) -> float:

@@ -290,6 +290,14 @@ def _raise_range_error(request: Request, x, y, flags: np.ndarray) -> None:
             )
 
 
+def _buffer(out, n: int, dtype: np.dtype) -> np.ndarray:
+    """Where the kernel writes one result: the caller's ``out`` itself (flat) when it is
+    C-contiguous in the compute dtype, else a new array (copied into ``out`` after)."""
+    if out is not None and out.dtype == dtype and out.flags.c_contiguous:
+        return out.reshape(-1)
+    return np.empty(n, dtype=dtype)
+
+
 _KERNELS: dict[tuple, object] = {}
 """Compiled kernels by the fields of their :class:`Variant` (a tuple: the per-call lookup
 stays cheap)."""
@@ -325,9 +333,9 @@ def run(request: Request):
     scalars = np.array((weight_value, pos_weight_value, request.grad_scale,
                         shape[-1] if shape else 1, *request.params))  # fmt: skip
     placeholder = _PLACEHOLDER[dtype]
-    loss_out = np.empty(n, dtype=dtype) if store_loss else placeholder
-    grad_out = np.empty(n, dtype=dtype) if outputs.grad else placeholder
-    hess_out = np.empty(n, dtype=dtype) if outputs.hess else placeholder
+    loss_out = _buffer(request.out[0], n, dtype) if store_loss else placeholder
+    grad_out = _buffer(request.out[1], n, dtype) if outputs.grad else placeholder
+    hess_out = _buffer(request.out[2], n, dtype) if outputs.hess else placeholder
     grad_output = (
         _flat(request.grad_output, dtype) if grad_output_array else placeholder
     )

@@ -19,6 +19,12 @@ Conventions shared by every function:
   ``grad_output`` (a scalar, or for ``'none'`` an array of the input's shape) scales them.
 * Probabilities and targets outside [0, 1] (or nan) raise ValueError naming the first
   offending flat index and value; nothing is returned and no input is modified.
+* ``out`` (keyword, NumPy only) receives the array results instead of new arrays, as in
+  NumPy: one array for a function with one array result, else a tuple with one array or
+  None per result (``(loss, grad)``: the loss slot None unless ``reduction='none'``). Each
+  must have the input's shape and the result dtype, be writeable and overlap no operand;
+  the call returns it. Reusing buffers saves the allocation and first-touch page faults
+  of large results. After a ValueError about values, its contents are unspecified.
 * NumPy arrays run on the CPU (:mod:`numbce.cpu`), arrays exposing
   ``__cuda_array_interface__`` on the GPU (:mod:`numbce.cuda`), Dask arrays lazily on
   :mod:`numbce.dask`; the last two are imported only when such an array arrives.
@@ -48,6 +54,7 @@ VARIANTS = {
 """Suffix of each public function -> the results it returns, in this order."""
 
 _DEFAULTS = {
+    "out": None,
     "weight": None,
     "pos_weight": None,
     "grad_output": 1.0,
@@ -61,6 +68,7 @@ _ANNOTATIONS = {
     "reduction": "str",
     "size_average": "bool | None",
     "reduce": "bool | None",
+    "out": "np.ndarray | tuple | None",
 }
 
 
@@ -82,7 +90,16 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         y = target if type(target) is np.ndarray else np.asarray(target)
         request = _validate.validate(family, outputs, x, y, **options)
         loss, grad, hess = cpu.run(request)
-        return request.shaped(loss), request.shaped(grad), request.shaped(hess)
+        loss_out, grad_out, hess_out = request.out
+        return (
+            request.shaped(loss, loss_out),
+            request.shaped(grad, grad_out),
+            request.shaped(hess, hess_out),
+        )
+    if options.get("out") is not None:
+        raise TypeError(
+            f"out= takes NumPy arrays only; {kind} arrays allocate their results"
+        )
     if kind == "cuda":
         from numbce import cuda as backend
     else:
@@ -160,6 +177,7 @@ def _function(family: Family, suffix: str) -> Callable:
     outputs = VARIANTS[suffix]
     name = family.name + suffix
     names = family.signature if suffix == "" else family.derivative_signature
+    names = (*names, "out") if "*" in names else (*names, "*", "out")
     signature = _signature(family, names, _defaults(family))
     bind = binder(name, signature)
     picks = [i for i, wanted in enumerate(astuple_outputs(outputs)) if wanted]
@@ -200,35 +218,59 @@ class _Loss:
             values[option.name] = option.check(values[option.name])
         self.__dict__.update(values)
 
-    def _call(self, suffix: str, input, target, grad_output):
+    def _call(self, suffix: str, input, target, grad_output, out):
         options = {name: getattr(self, name) for name in self._options}
         if suffix:
             options["grad_output"] = grad_output
-        return FUNCTIONS[self.family.name + suffix](input, target, **options)
+        return FUNCTIONS[self.family.name + suffix](input, target, out=out, **options)
 
-    def __call__(self, input: ArrayLike, target: ArrayLike):
+    def __call__(self, input: ArrayLike, target: ArrayLike, *, out=None):
         """The loss (see the family's function)."""
-        return self._call("", input, target, None)
+        return self._call("", input, target, None, out)
 
-    def grad(self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0):
+    def grad(
+        self,
+        input: ArrayLike,
+        target: ArrayLike,
+        grad_output: ArrayLike = 1.0,
+        *,
+        out=None,
+    ):
         """d loss / d input."""
-        return self._call("_grad", input, target, grad_output)
+        return self._call("_grad", input, target, grad_output, out)
 
     def value_and_grad(
-        self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0
+        self,
+        input: ArrayLike,
+        target: ArrayLike,
+        grad_output: ArrayLike = 1.0,
+        *,
+        out=None,
     ):
         """``(loss, grad)`` from one fused pass."""
-        return self._call("_value_and_grad", input, target, grad_output)
+        return self._call("_value_and_grad", input, target, grad_output, out)
 
-    def hess(self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0):
+    def hess(
+        self,
+        input: ArrayLike,
+        target: ArrayLike,
+        grad_output: ArrayLike = 1.0,
+        *,
+        out=None,
+    ):
         """The elementwise second derivative, scaled like the gradient."""
-        return self._call("_hess", input, target, grad_output)
+        return self._call("_hess", input, target, grad_output, out)
 
     def grad_hess(
-        self, input: ArrayLike, target: ArrayLike, grad_output: ArrayLike = 1.0
+        self,
+        input: ArrayLike,
+        target: ArrayLike,
+        grad_output: ArrayLike = 1.0,
+        *,
+        out=None,
     ):
         """``(grad, hess)`` from one fused pass."""
-        return self._call("_grad_hess", input, target, grad_output)
+        return self._call("_grad_hess", input, target, grad_output, out)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._options)
