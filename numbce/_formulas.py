@@ -20,10 +20,10 @@ from numbce.losses._family import Primitives
 
 def make(primitives: Primitives) -> SimpleNamespace:
     """``term(coefficient, value)`` and ``logistic(x)`` in ``primitives.real`` arithmetic."""
-    real, exp, log1p, jit = (
+    real, exp, log1p_unit, jit = (
         primitives.real,
         primitives.exp,
-        primitives.log1p,
+        primitives.log1p_unit,
         primitives.jit,
     )
     zero, one = real(0.0), real(1.0)
@@ -38,8 +38,8 @@ def make(primitives: Primitives) -> SimpleNamespace:
         """``(sigmoid(x), sigmoid(-x), e, r, log1p(e))`` with ``e = exp(-|x|)``, ``r =
         1/(1+e)``; ``softplus(+-x) = max(+-x, 0) + log1p(e)``."""
         e = exp(-abs(x))
-        r = one / (one + e)  # log1p(e) divides by 1 + e too: the compiler shares it
+        r = one / (one + e)
         positive = x >= zero
-        return (r if positive else e * r), (e * r if positive else r), e, r, log1p(e)
+        return (r if positive else e * r), (e * r if positive else r), e, r, log1p_unit(e)
 
     return SimpleNamespace(term=term, logistic=logistic)

@@ -125,7 +125,7 @@ FLOAT32 = Format(
 
 
 def make(fmt: Format):
-    """``(exp, log, log1p)`` for one format, as Numba functions inlined into their callers."""
+    """``(exp, log, log1p, log1p_unit)`` for one format, as Numba functions inlined into their callers."""
     real, integer = fmt.real, fmt.integer
     zero, half, one, two = real(0.0), real(0.5), real(1.0), real(2.0)
     inf = real(math.inf)
@@ -192,6 +192,25 @@ def make(fmt: Format):
         result = log_kernel(scaled, zero, subnormal_k if subnormal else zero)
         return -inf if z == zero else (result if z < inf else z)
 
+    sqrt2_minus_1 = real(math.sqrt(2.0) - 1.0)
+
+    @jit
+    def log1p_unit(z):
+        """``log(1 + z)`` for ``0 <= z <= 1`` (``z = exp(-|x|)`` of a softplus): ``1 + z =
+        2**k (1 + f)`` with ``f = z, k = 0`` up to sqrt(2) - 1, else ``f = z/2 - 1/2, k =
+        1``; both ``f`` are exact, so no rounding error of ``1 + z`` is left to correct
+        and no exponent bits are read. The ``log`` kernel's ``|s| <= 0.1716`` holds."""
+        big = z > half
+        f = z * half - half if big else z
+        k = one if big else zero
+        half_f2 = half * f * f
+        s = f / (two + f)
+        w = s * s
+        poly = log_poly[0]
+        for coefficient in log_poly[1:]:
+            poly = fma(poly, w, coefficient)
+        return s * (half_f2 + w * poly) + k * log_lo - half_f2 + f + k * log_hi
+
     @jit
     def log1p(z):
         """``log(1 + z)`` for ``-1 <= z <= 1`` (``-inf`` at -1)."""
@@ -201,8 +220,4 @@ def make(fmt: Format):
         )  # 1/u: callers computing sigmoid share the division
         return -inf if u == zero else log_kernel(u, c, zero)
 
-    return exp, log, log1p
-
-
-exp64, log64, log1p64 = make(FLOAT64)
-exp32, log32, log1p32 = make(FLOAT32)
+    return exp, log, log1p, (log1p_unit if real is np.float32 else log1p)

@@ -87,7 +87,7 @@ def _primitives(dtype: str, data: str) -> Primitives:
     instead: vectorized, and its float64 error (about ``g |log m|`` float64 ulps) vanishes
     in the rounding to float32."""
     fmt = _vectormath.FLOAT32 if dtype == "float32" else _vectormath.FLOAT64
-    exp, log, log1p = _vectormath.make(fmt)
+    exp, log, log1p, log1p_unit = _vectormath.make(fmt)
     jit = numba.njit(**_INLINE)
     zero, one = fmt.real(0.0), fmt.real(1.0)
 
@@ -103,7 +103,7 @@ def _primitives(dtype: str, data: str) -> Primitives:
         def power(m, g):
             return one if g == zero else exp(g * log(m))
 
-    return Primitives(fmt.real, exp, log, log1p, power, jit)
+    return Primitives(fmt.real, exp, log, log1p, log1p_unit, power, jit)
 
 
 @functools.cache
@@ -293,9 +293,9 @@ def _raise_range_error(request: Request, x, y, flags: np.ndarray) -> None:
 def _buffer(out, n: int, dtype: np.dtype) -> np.ndarray:
     """Where the kernel writes one result: the caller's ``out`` itself (flat) when it is
     C-contiguous in the compute dtype, else a new array (copied into ``out`` after)."""
-    if out is not None and out.dtype == dtype and out.flags.c_contiguous:
-        return out.reshape(-1)
-    return np.empty(n, dtype=dtype)
+    if out is None or out.dtype != dtype or not out.flags.c_contiguous:
+        return np.empty(n, dtype=dtype)
+    return out.reshape(-1)
 
 
 _KERNELS: dict[tuple, object] = {}
@@ -303,60 +303,80 @@ _KERNELS: dict[tuple, object] = {}
 stays cheap)."""
 
 
+def _scalars(values: tuple) -> np.ndarray:
+    """The kernel's float64 ``scalars`` argument (cached by value: calls in a loop repeat
+    them; the kernels never write it)."""
+    array = _SCALARS.get(values)
+    if array is None:
+        array = np.array(values)
+        if len(_SCALARS) >= 256:
+            _SCALARS.clear()
+        _SCALARS[values] = array
+    return array
+
+
+_SCALARS: dict[tuple, np.ndarray] = {}
+
+
 def run(request: Request):
     """One pass of the kernel over a NumPy ``request``: flat ``(loss, grad, hess)``, each
     None unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
     float64), else a flat array of the compute dtype, like ``grad`` and ``hess``."""
-    dtype, n, outputs, shape = (
-        request.dtype,
-        request.size,
-        request.outputs,
-        request.shape,
-    )
-    x = _flat(request.input, dtype)
-    y = _flat(request.target, dtype)
-    weight_layout, weight_value, weight = _layout(request.weight, shape, dtype)
-    pos_weight_layout, pos_weight_value, pos_weight = _layout(
-        request.pos_weight, shape, dtype
-    )
-    store_loss, reduce_loss = request.store_loss, request.reduce_loss
-    grad_output_array = not isinstance(request.grad_output, float) and (
-        outputs.grad or outputs.hess
-    )
+    dtype, n, outputs, shape = request.dtype, request.size, request.outputs, request.shape
+    x, y = _flat(request.input, dtype), _flat(request.target, dtype)
+    placeholder = _PLACEHOLDER[dtype]
+    weight, pos_weight = request.weight, request.pos_weight
+    if type(weight) is float:
+        weight_layout, weight_value, weight = SCALAR, weight, placeholder
+    else:
+        weight_layout, weight_value, weight = _layout(weight, shape, dtype)
+    if type(pos_weight) is float:
+        pos_weight_layout, pos_weight_value, pos_weight = SCALAR, pos_weight, placeholder
+    else:
+        pos_weight_layout, pos_weight_value, pos_weight = _layout(
+            pos_weight, shape, dtype
+        )
+    reduction, grad_output = request.reduction, request.grad_output
+    store_loss = outputs.loss and reduction == "none"
+    reduce_loss = outputs.loss and reduction != "none"
+    derivatives = outputs.grad or outputs.hess
+    grad_output_array = derivatives and type(grad_output) is not float
+    parallel = n >= _config.PARALLEL_THRESHOLD
     key = (request.family.name, dtype, store_loss, reduce_loss, outputs.grad,
            outputs.hess, weight_layout, pos_weight_layout, grad_output_array,
-           n >= _config.PARALLEL_THRESHOLD)  # fmt: skip
+           parallel)  # fmt: skip
     kernel = _KERNELS.get(key)
     if kernel is None:
         kernel = _KERNELS[key] = _kernel(Variant(key[0], dtype.name, *key[2:]))
     nblocks = -(-n // _config.BLOCK)
-    scalars = np.array((weight_value, pos_weight_value, request.grad_scale,
+    grad_scale = request.grad_scale if derivatives else 1.0
+    scalars = _scalars((weight_value, pos_weight_value, grad_scale,
                         shape[-1] if shape else 1, *request.params))  # fmt: skip
-    placeholder = _PLACEHOLDER[dtype]
-    loss_out = _buffer(request.out[0], n, dtype) if store_loss else placeholder
-    grad_out = _buffer(request.out[1], n, dtype) if outputs.grad else placeholder
-    hess_out = _buffer(request.out[2], n, dtype) if outputs.hess else placeholder
-    grad_output = (
-        _flat(request.grad_output, dtype) if grad_output_array else placeholder
-    )
+    out = request.out
+    loss_out = _buffer(out[0], n, dtype) if store_loss else placeholder
+    grad_out = _buffer(out[1], n, dtype) if outputs.grad else placeholder
+    hess_out = _buffer(out[2], n, dtype) if outputs.hess else placeholder
+    grad_output = _flat(grad_output, dtype) if grad_output_array else placeholder
     blocks_out = np.empty((2, nblocks))
     arguments = (x, y, weight, pos_weight, grad_output, scalars,
                  loss_out, grad_out, hess_out, blocks_out)  # fmt: skip
-    if key[-1]:  # parallel
+    if parallel:
         with PARALLEL_LAUNCH:
             kernel(*arguments)
     else:
         kernel(*arguments)
+    flags = blocks_out[1]
     # One block (small inputs) is read by index: no views, no NumPy reductions.
-    if nblocks and (blocks_out[1, 0] if nblocks == 1 else blocks_out[1].any()):
-        _raise_range_error(request, x, y, blocks_out[1].astype(np.uint8))
+    if nblocks and (flags.item(0) if nblocks == 1 else flags.any()):
+        _raise_range_error(request, x, y, flags.astype(np.uint8))
 
     loss = None
     if store_loss:
         loss = loss_out
     elif reduce_loss:
-        total = blocks_out[0, 0] if nblocks == 1 else _validate.exact_sum(blocks_out[0])
-        loss = _validate.finish(total, n, request.reduction)
+        sums = blocks_out[0]
+        total = sums.item(0) if nblocks == 1 else _validate.exact_sum(sums)
+        loss = _validate.finish(total, n, reduction)
     return (
         loss,
         grad_out if outputs.grad else None,

@@ -96,14 +96,14 @@ def _element(family: Family, single: bool, simulator: bool):
     """``family``'s per-element formulas for one dtype, compiled as a CUDA device function
     (float32 data computed in float64 where the family asks for it, as on the CPU)."""
     if simulator:
-        primitives = _ieee(np.exp), _ieee(np.log), _ieee(np.log1p), _ieee(np.power)
+        exp, log, log1p, power = map(_ieee, (np.exp, np.log, np.log1p, np.power))
     else:
-        primitives = math.exp, math.log, math.log1p, math.pow
+        exp, log, log1p, power = math.exp, math.log, math.log1p, math.pow
     device = cuda.jit(device=True)
     jit = (lambda function: device(_ieee(function))) if simulator else device
     wide = single and family.float32_in_float64
     real = np.float32 if single and not wide else np.float64
-    element = family.element(Primitives(real, *primitives, jit=jit))
+    element = family.element(Primitives(real, exp, log, log1p, log1p, power, jit))
     if not wide:
         return element
     narrow, double = np.float32, np.float64

@@ -13,7 +13,12 @@ from numbce import _vectormath
 from numbce.accuracy import ulps
 
 FORMATS = {np.float32: _vectormath.FLOAT32, np.float64: _vectormath.FLOAT64}
-EXACT = {"exp": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p}
+EXACT = {
+    "exp": mpmath.exp,
+    "log": mpmath.log,
+    "log1p": mpmath.log1p,
+    "log1p_unit": mpmath.log1p,
+}
 
 
 def _elementwise(function):
@@ -48,6 +53,14 @@ def _grid(name, dtype, rng):
                 [tiny, tiny / 7, 1.0, 0.5],
             ]
         )
+    elif name == "log1p_unit":  # exp(-|x|): [0, 1], both sides of the split at 1/2
+        values = np.concatenate(
+            [
+                rng.uniform(0.0, 1.0, 4000),
+                np.exp(rng.uniform(-80, 0, 2000)),
+                [0.0, tiny, 0.5, np.nextafter(dtype(0.5), dtype(1)), 1.0],
+            ]
+        )
     else:
         values = np.concatenate(
             [
@@ -61,11 +74,9 @@ def _grid(name, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["exp", "log", "log1p"])
+@pytest.mark.parametrize("name", list(EXACT))
 def test_within_one_ulp(name, dtype):
-    functions = dict(
-        zip(["exp", "log", "log1p"], _vectormath.make(FORMATS[dtype]), strict=True)
-    )
+    functions = dict(zip(EXACT, _vectormath.make(FORMATS[dtype]), strict=True))
     values = _grid(name, dtype, np.random.default_rng(3))
     got = _elementwise(functions[name])(values)
     worst = max(
@@ -78,7 +89,7 @@ def test_within_one_ulp(name, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_special_values(dtype):
-    exp, log, log1p = (_elementwise(f) for f in _vectormath.make(FORMATS[dtype]))
+    exp, log, log1p, log1p_unit = map(_elementwise, _vectormath.make(FORMATS[dtype]))
     inf, nan = np.inf, np.nan
     np.testing.assert_array_equal(
         exp(np.array([-inf, inf, 0.0, -1e4, 1e4, nan], dtype)),
@@ -89,4 +100,8 @@ def test_special_values(dtype):
     )
     np.testing.assert_array_equal(
         log1p(np.array([-1.0, 0.0, nan], dtype)), [-inf, 0.0, nan]
+    )
+    np.testing.assert_array_equal(
+        log1p_unit(np.array([0.0, 1.0, nan], dtype)),
+        np.array([0.0, math.log(2.0), nan], dtype),
     )

@@ -22,7 +22,8 @@ class Primitives(NamedTuple):
 
     ``real`` is the arithmetic type (``np.float32``/``np.float64``; every constant must be of
     it, or float32 data would be promoted); ``exp(z)`` is called with ``z <= 0`` (or nan),
-    ``log(z)`` with ``z`` in [0, 1], ``log1p(z)`` with ``z`` in [-1, 1], ``power(m, g)``
+    ``log(z)`` with ``z`` in [0, 1], ``log1p(z)`` with ``z`` in [-1, 1], ``log1p_unit(z)``
+    with ``z`` in [0, 1] (a ``log1p`` the backend may specialise), ``power(m, g)``
     (``m**g``, 1 for ``g = 0``) with ``m`` in [0, 1] and ``g >= 0``; ``jit`` turns a plain
     Python function into one the backend's kernels can call (``numba.njit(inline=
     "always")`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU).
@@ -32,6 +33,7 @@ class Primitives(NamedTuple):
     exp: Callable
     log: Callable
     log1p: Callable
+    log1p_unit: Callable
     power: Callable
     jit: Callable
 
