@@ -337,38 +337,58 @@ def validate(
             f"grad_output must be a scalar for reduction={reduction!r}, "
             f"got shape {tuple(np.shape(grad_output))}"
         )
-    grad_output = _operand("grad_output", grad_output, shape, check_same_shape)
-    params = (0.0,)
-    if family.options:
-        params = family.params(**{
-            option.name: option.check(options.pop(option.name, option.default))
-            for option in family.options
-        })  # fmt: skip
-    if options:
-        raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
+    if type(grad_output) is not float:
+        grad_output = _operand("grad_output", grad_output, shape, check_same_shape)
+    params = _params(family, options) if family.options or options else _NO_PARAMS
     result_dtype = (
         input.dtype if input.dtype.isnative else input.dtype.newbyteorder("=")
     )
     request = Request(
-        family=family,
-        outputs=outputs,
-        input=input,
-        target=target,
-        weight=_operand("weight", weight, shape),
-        pos_weight=_operand("pos_weight", pos_weight, shape)
-        if family.pos_weight
-        else 1.0,
-        grad_output=grad_output,
-        shape=shape,
-        size=math.prod(shape),
-        dtype=dtype,
-        result_dtype=result_dtype,
-        reduction=reduction,
-        params=(*params, 0.0, 0.0, 0.0)[:MAX_PARAMS],
+        family,
+        outputs,
+        input,
+        target,
+        1.0 if weight is None else _operand("weight", weight, shape),
+        1.0
+        if pos_weight is None or not family.pos_weight
+        else _operand("pos_weight", pos_weight, shape),
+        grad_output,
+        shape,
+        math.prod(shape),
+        dtype,
+        result_dtype,
+        reduction,
+        params,
     )
     if out is not None:
         request.out = check_out(request, out)
     return request
+
+
+_NO_PARAMS = (0.0,) * MAX_PARAMS
+_PARAMS: dict[tuple, tuple] = {}
+"""Kernel parameters of checked option values, by family, value types and values."""
+
+
+def _params(family: Family, options: dict) -> tuple:
+    """The family's kernel parameters (padded to :data:`MAX_PARAMS`) from its options,
+    each checked (checks are cached by value); other options raise TypeError."""
+    values = tuple(options.pop(option.name, option.default) for option in family.options)
+    if options:
+        raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
+    try:
+        key = (family.name, *map(type, values), *values)
+        return _PARAMS[key]
+    except TypeError:  # unhashable: the check below raises
+        key = None
+    except KeyError:
+        pass
+    checked = {option.name: option.check(value)
+               for option, value in zip(family.options, values)}  # fmt: skip
+    params = (*family.params(**checked), 0.0, 0.0, 0.0)[:MAX_PARAMS]
+    if key is not None and len(_PARAMS) < 1024:
+        _PARAMS[key] = params
+    return params
 
 
 def exact_sum(partials) -> float:

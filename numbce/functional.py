@@ -33,6 +33,7 @@ Conventions shared by every function:
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -173,24 +174,37 @@ _RETURNS = {
 }
 
 
+def define(name: str, signature: inspect.Signature, body: str, namespace: dict):
+    """A Python function ``name`` with exactly ``signature`` (so Python binds its
+    arguments: no binder on the hot path) returning the expression ``body`` evaluated
+    with the parameters and ``namespace``, as :mod:`dataclasses` generates ``__init__``."""
+    defaults = {p.name: p.default for p in signature.parameters.values()
+                if p.default is not inspect.Parameter.empty}  # fmt: skip
+    parameters, star = [], False
+    for p in signature.parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
+            parameters.append("*")
+            star = True
+        parameters.append(f"{p.name}=_defaults[{p.name!r}]" if p.name in defaults
+                          else p.name)  # fmt: skip
+    source = f"def {name}({', '.join(parameters)}):\n    return {body}\n"
+    scope = {**namespace, "_defaults": defaults}
+    exec(compile(source, f"<numbce.functional {name}>", "exec"), scope)  # noqa: S102
+    return scope[name]
+
+
 def _function(family: Family, suffix: str) -> Callable:
     outputs = VARIANTS[suffix]
     name = family.name + suffix
     names = family.signature if suffix == "" else family.derivative_signature
     names = (*names, "out") if "*" in names else (*names, "*", "out")
     signature = _signature(family, names, _defaults(family))
-    bind = binder(name, signature)
     picks = [i for i, wanted in enumerate(astuple_outputs(outputs)) if wanted]
-
-    def function(*args, **kwargs):
-        values = bind(args, kwargs)
-        results = compute(
-            family, outputs, values.pop("input"), values.pop("target"), **values
-        )
-        return (
-            results[picks[0]] if len(picks) == 1 else tuple(results[i] for i in picks)
-        )
-
+    options = ", ".join(f"{p}={p}" for p in list(signature.parameters)[2:])
+    body = f"_pick(compute(_family, _outputs, input, target, {options}))"
+    namespace = {"compute": compute, "_family": family, "_outputs": outputs,
+                 "_pick": operator.itemgetter(*picks)}  # fmt: skip
+    function = define(name, signature, body, namespace)
     function.__name__ = function.__qualname__ = name
     function.__module__ = "numbce"
     function.__signature__ = signature
