@@ -34,7 +34,7 @@ def _cases():
         )  # fmt: skip
 
 
-@pytest.mark.parametrize("family, dtype, soft, options", _cases())
+@pytest.mark.parametrize("family, dtype, soft, options", list(_cases()))
 def test_elementwise_within_bounds_of_mpmath(family, dtype, soft, options):
     worst = accuracy.max_ulps(family, dtype, soft, options)
     loss_bound, grad_bound, hess_bound = BOUNDS[family.name]
