@@ -224,6 +224,32 @@ def test_batches_and_validation_beyond_one_block(monkeypatch, rng):
     )
 
 
+@pytest.mark.parametrize(("loss", "head", "options"), [LOSSES[1], LOSSES[3], LOSSES[5]])
+def test_one_label_unweighted_beyond_one_block(monkeypatch, rng, loss, head, options):
+    """One label and no weights (the loss's vectorized loop, every validation pass):
+    batches of more than BLOCK elements, a validation set chunked by the evaluation
+    rows."""
+    from numbce.losses import FAMILIES
+
+    if loss not in FAMILIES:
+        pytest.skip(f"{loss} is not registered")
+    X = rng.normal(size=(9000, 3))
+    y = (X[:, 0] + rng.normal(size=9000) > 0).astype(np.int64)
+    assert 4500 > _config.BLOCK
+    _assert_same_training(
+        monkeypatch,
+        lambda: MLP(
+            [3, 5, 1], head=head, seed=4, loss=loss, loss_options=options or None
+        ),
+        X,
+        y,
+        epochs=2,
+        batch_size=4500,
+        seed=1,
+        validation_data=(X[:2500], y[:2500]),
+    )
+
+
 def test_epoch_by_epoch_with_callbacks_and_early_stopping(monkeypatch, data):
     X, Y = data
     _, _, history, _ = _assert_same_training(
