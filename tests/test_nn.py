@@ -340,6 +340,20 @@ def test_save_and_load_round_trip(tmp_path, rng, dtype):
         MLP.load(tmp_path / "network")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_finds_a_bad_value_in_any_block(dtype):
+    from numbce.nn.network import FINITE_BLOCK, all_finite
+
+    values = np.zeros(2 * FINITE_BLOCK + 5, dtype)
+    values[7] = np.finfo(dtype).max
+    assert all_finite(values) and all_finite(values[:0])
+    for where in (0, FINITE_BLOCK - 1, FINITE_BLOCK, values.size - 1):
+        for bad in (np.nan, np.inf, -np.inf):
+            copy = values.copy()
+            copy[where] = bad
+            assert not all_finite(copy)
+
+
 # -- bad input: a ValueError before any training, the parameters untouched ------------
 
 BAD_FITS = {
