@@ -40,6 +40,12 @@ def make(primitives: Primitives) -> SimpleNamespace:
         e = exp(-abs(x))
         r = one / (one + e)
         positive = x >= zero
-        return (r if positive else e * r), (e * r if positive else r), e, r, log1p_unit(e)
+        return (
+            (r if positive else e * r),
+            (e * r if positive else r),
+            e,
+            r,
+            log1p_unit(e),
+        )
 
     return SimpleNamespace(term=term, logistic=logistic)

@@ -373,7 +373,9 @@ _PARAMS: dict[tuple, tuple] = {}
 def _params(family: Family, options: dict) -> tuple:
     """The family's kernel parameters (padded to :data:`MAX_PARAMS`) from its options,
     each checked (checks are cached by value); other options raise TypeError."""
-    values = tuple(options.pop(option.name, option.default) for option in family.options)
+    values = tuple(
+        options.pop(option.name, option.default) for option in family.options
+    )
     if options:
         raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
     try:

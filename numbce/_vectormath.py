@@ -192,8 +192,6 @@ def make(fmt: Format):
         result = log_kernel(scaled, zero, subnormal_k if subnormal else zero)
         return -inf if z == zero else (result if z < inf else z)
 
-    sqrt2_minus_1 = real(math.sqrt(2.0) - 1.0)
-
     @jit
     def log1p_unit(z):
         """``log(1 + z)`` for ``0 <= z <= 1`` (``z = exp(-|x|)`` of a softplus): ``1 + z =

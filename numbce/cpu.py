@@ -322,7 +322,12 @@ def run(request: Request):
     """One pass of the kernel over a NumPy ``request``: flat ``(loss, grad, hess)``, each
     None unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
     float64), else a flat array of the compute dtype, like ``grad`` and ``hess``."""
-    dtype, n, outputs, shape = request.dtype, request.size, request.outputs, request.shape
+    dtype, n, outputs, shape = (
+        request.dtype,
+        request.size,
+        request.outputs,
+        request.shape,
+    )
     x, y = _flat(request.input, dtype), _flat(request.target, dtype)
     placeholder = _PLACEHOLDER[dtype]
     weight, pos_weight = request.weight, request.pos_weight
@@ -331,7 +336,11 @@ def run(request: Request):
     else:
         weight_layout, weight_value, weight = _layout(weight, shape, dtype)
     if type(pos_weight) is float:
-        pos_weight_layout, pos_weight_value, pos_weight = SCALAR, pos_weight, placeholder
+        pos_weight_layout, pos_weight_value, pos_weight = (
+            SCALAR,
+            pos_weight,
+            placeholder,
+        )
     else:
         pos_weight_layout, pos_weight_value, pos_weight = _layout(
             pos_weight, shape, dtype
