@@ -55,6 +55,21 @@ def pytest_addoption(parser):
     )
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """The CPU as LLVM compiles for it, and the widest SIMD it may use (the kernels'
+    speed depends on it; their bits do not)."""
+    from llvmlite import binding
+
+    features = binding.get_host_cpu_features()
+    cpu = numba.config.CPU_NAME or binding.get_host_cpu_name()
+    widest = next(
+        (name for name, flag in (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("SSE2", "sse2"))
+         if features.get(flag)), "none"
+    )  # fmt: skip
+    machine_info["llvm_cpu"] = cpu
+    machine_info["simd"] = widest if not numba.config.CPU_NAME else f"{cpu} target"
+
+
 def pytest_configure(config):
     set_threads(config.getoption("--threads"))
     config.stash[START] = time.monotonic()

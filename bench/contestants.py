@@ -2,7 +2,9 @@
 smoke test.
 
 ``contestants(family, op, x, y)`` returns ``{name: zero-argument callable}`` for one input:
-numbce, the memory floor of the same bytes, the float64 NumPy closed form
+numbce as a user calls it (allocating its results), numbce with ``out=`` buffers reused
+across calls (``numbce-out``, for ops with array results: what a training loop does, and
+what the floor does), the memory floor of the same bytes, the float64 NumPy closed form
 (:mod:`numbce.reference`), PyTorch CPU (when installed: the family's torch form, autograd
 for the derivatives; the torchvision formula for the focal loss) and scikit-learn's
 ``log_loss`` (forward on probabilities, N <= 1e5). Every callable returns what it computed,
@@ -92,10 +94,20 @@ def _options(family: str) -> dict:
     return {option.name: option.default for option in REGISTRY[family].options}
 
 
-def _numbce(family: str, op: str) -> Callable:
+def _numbce(family: str, op: str, out=None) -> Callable:
     function = numbce.functional.FUNCTIONS[family + SUFFIXES[op]]
-    options = dict(_options(family), reduction="mean")
+    options = dict(_options(family), reduction="mean", out=out)
     return lambda x, y: function(x, y, **options)
+
+
+def _buffers(op: str, x: np.ndarray):
+    """``out=`` for ``op``'s array results (None for the forward's scalar)."""
+    return {
+        "forward": None,
+        "grad": np.empty_like(x),
+        "fused": (None, np.empty_like(x)),
+        "grad_hess": (np.empty_like(x), np.empty_like(x)),
+    }[op]
 
 
 def _numpy(family: str, op: str) -> Callable:
@@ -154,6 +166,10 @@ def contestants(
         "numbce": lambda: numbce_fn(x, y),
         "numpy": lambda: numpy_fn(x, y),
     }
+    buffers = _buffers(op, x)
+    if buffers is not None:
+        numbce_out = _numbce(family, op, buffers)
+        racers["numbce-out"] = lambda: numbce_out(x, y)
     torch_fn = _torch(family, op)
     if torch_fn is not None:
         racers["pytorch"] = lambda: torch_fn(x, y)

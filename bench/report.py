@@ -115,10 +115,11 @@ def kernel_table(benchmarks: list[dict], flagged: list[str] | None = None) -> li
     (also appended to ``flagged``)."""
     lines = [
         (
-            "| family | op | dtype | N | floor | numbce | numbce / floor | PyTorch | "
-            "numbce speed-up vs PyTorch | NumPy | speed-up vs NumPy | scikit-learn | flags |"
+            "| family | op | dtype | N | floor | numbce | numbce / floor | numbce out= | "
+            "out= / floor | PyTorch | numbce speed-up vs PyTorch | NumPy | "
+            "speed-up vs NumPy | scikit-learn | flags |"
         ),
-        "|" + " --- |" * 13,
+        "|" + " --- |" * 15,
     ]
     for (family, op, dtype, n), row in sorted(_rows(benchmarks, "kernels").items()):
         times = {name: bench["stats"]["min"] for name, bench in row.items()}
@@ -135,10 +136,14 @@ def kernel_table(benchmarks: list[dict], flagged: list[str] | None = None) -> li
         def speedup(name, times=times, ours=ours):
             return _ratio(times[name] / ours) if name in times else "-"
 
-        floor = _ratio(ours / times["floor"]) if "floor" in times else "-"
+        def of_floor(name, times=times):
+            both = name in times and "floor" in times
+            return _ratio(times[name] / times["floor"]) if both else "-"
+
         lines.append(
             f"| {family} | {op} | {dtype} | {n:.0e} | {cell('floor')} | {cell('numbce')} | "
-            f"{floor} | {cell('pytorch')} | {speedup('pytorch')} | {cell('numpy')} | "
+            f"{of_floor('numbce')} | {cell('numbce-out')} | {of_floor('numbce-out')} | "
+            f"{cell('pytorch')} | {speedup('pytorch')} | {cell('numpy')} | "
             f"{speedup('numpy')} | {cell('scikit-learn')} | {'; '.join(flags)} |"
         )
     return lines
@@ -283,7 +288,8 @@ def main() -> None:
         (
             f"- Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
             f"{machine.get('cpu', {}).get('count', '?')} logical cores; "
-            f"threads per contestant: {', '.join(map(str, sorted(threads))) or '?'}"
+            f"threads per contestant: {', '.join(map(str, sorted(threads))) or '?'}; "
+            f"LLVM CPU {machine.get('llvm_cpu', '?')}, SIMD {machine.get('simd', '?')}"
         ),
         f"- Python {machine.get('python_version', '?')}; {_versions()}",
         "- Times: minimum over rounds, compilation excluded (warm-up call first).",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from contestants import FAMILIES, OPS, bytes_moved, contestants, make_inputs
 
-NAMES = ["floor", "numbce", "numpy", "pytorch", "scikit-learn"]
+NAMES = ["floor", "numbce", "numbce-out", "numpy", "pytorch", "scikit-learn"]
 
 
 @pytest.mark.parametrize("contestant", NAMES)

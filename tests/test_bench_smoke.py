@@ -111,7 +111,12 @@ def test_report_writes_table_and_plot(tmp_path):
                 "threads": 2,
             },
         }
-        for name, t in [("floor", 1e-6), ("numbce", 4e-6), ("pytorch", 1e-4)]
+        for name, t in [
+            ("floor", 1e-6),
+            ("numbce", 4e-6),
+            ("numbce-out", 3e-6),
+            ("pytorch", 1e-4),
+        ]
     ] + [
         {
             "name": "mlp",
@@ -126,15 +131,15 @@ def test_report_writes_table_and_plot(tmp_path):
     ]
     text, stdout = _report(tmp_path / "results.json", tmp_path, benchmarks)
     assert (
-        "| logits | fused | float32 | 1e+03 | 1.0 us | 4.0 us | 4.00x | 100.0 us | 25.0x |"
-        in text
+        "| logits | fused | float32 | 1e+03 | 1.0 us | 4.0 us | 4.00x | 3.0 us | 3.00x | "
+        "100.0 us | 25.0x |" in text
     )
     assert "test_accuracy=0.85" in text
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert stdout.splitlines()[:2] == [
         (
             f"wrote {tmp_path / 'RESULTS.md'}: 1 kernel rows, 0 CUDA rows, "
-            "4 benchmarks of suites kernels, mlp"
+            "5 benchmarks of suites kernels, mlp"
         ),
         f"wrote {tmp_path / 'plot.png'}",
     ]
@@ -217,7 +222,7 @@ def test_deadline_skips_what_would_start_later():
         "--deadline=0",
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 skipped" in done.stdout
+    assert "3 skipped" in done.stdout  # floor, numbce, numbce-out
     assert "--deadline of 0 s reached" in done.stdout
 
 
@@ -233,7 +238,7 @@ def test_benchmark_json_keeps_statistics_not_rounds(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     benchmarks = json.loads(results.read_text())["benchmarks"]
-    assert len(benchmarks) == 2
+    assert len(benchmarks) == 3  # floor, numbce, numbce-out
     for bench in benchmarks:
         assert bench["stats"]["rounds"] >= 200
         assert "data" not in bench["stats"]

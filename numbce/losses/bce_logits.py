@@ -91,7 +91,9 @@ def _exact(x, y, q, label_smoothing=0.0):
 def _torch(x, y, q, label_smoothing=0.0):
     import torch
 
-    smoothed = y * (1 - label_smoothing) + 0.5 * label_smoothing
+    smoothed = (
+        y * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else y
+    )  # no smoothing: PyTorch as its users call it, with no arithmetic on y
     return torch.nn.functional.binary_cross_entropy_with_logits(
         x, smoothed, pos_weight=q, reduction="none"
     )
