@@ -404,6 +404,15 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
     weights = _parameter_views(layers, parameters)
     weight_grads = _parameter_views(layers, gradients)
     full = _batch_views(layers, activations, deltas, batch_X[:batch_size], batch_size)
+    tail = n % batch_size  # rows of every epoch's last batch (0: full)
+    partial = full
+    if tail:
+        partial = _batch_views(layers, activations, deltas, batch_X[:tail], tail)
+    m = X_val.shape[0]
+    chunk = min(m, batch_X.shape[0])
+    validation_views = full
+    if m and chunk == m:  # one pass over the validation set: its views made once
+        validation_views = _batch_views(layers, activations, deltas, X_val[:m], m)
     for epoch in range(orders.shape[0]):
         for i in range(parameters.size):
             epoch_start[i] = parameters[i]
@@ -419,11 +428,7 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
                 gather_rows(X, y, sample_weight, rows, batch_X, batch_y, batch_weight)
             else:
                 gather_rows(X, y, None, rows, batch_X, batch_y, None)
-            views = full
-            if count < batch_size:
-                views = _batch_views(
-                    layers, activations, deltas, batch_X[:count], count
-                )
+            views = full if count == batch_size else partial
             targets = batch_y[:count]
             _forward(layers, weights, views)
             scores, delta = views[1][last], views[2][last]
@@ -450,14 +455,14 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
         logs[epoch, 0] = total_loss
         logs[epoch, 1] = samples_right
         logs[epoch, 2] = labels_right
-        m = X_val.shape[0]
         if m:
-            chunk = min(m, batch_X.shape[0])
             for start in range(0, m, chunk):
                 count = min(chunk, m - start)
-                views = _batch_views(
-                    layers, activations, deltas, X_val[start : start + count], count
-                )
+                views = validation_views
+                if chunk < m:
+                    views = _batch_views(
+                        layers, activations, deltas, X_val[start : start + count], count
+                    )
                 _forward(layers, weights, views)
                 if count < m:
                     val_scores[start : start + count] = views[1][last]
