@@ -1,15 +1,16 @@
-"""Branch-free ``exp``, ``log`` and ``log1p`` that LLVM vectorizes (CPU only), for float32
-and float64, generated from one definition per function.
+"""Branch-free ``exp``, ``log``, ``log1p`` and ``log1p_unit`` that LLVM vectorizes (CPU
+only), for float32 and float64, generated from one definition per function.
 
 llvmlite's LLVM lowers ``math.exp``/``math.log1p`` to scalar libm calls, which stop a loop
 from vectorizing; these use selects, integer bit operations and polynomials instead, so a
 kernel loop that calls them runs on full SIMD registers (8 float32 or 4 float64 per ymm).
 
-* ``exp``: ``e**z = 2**k * exp(r)``, ``k = round(z / ln 2)`` found with the 1.5 * 2**p
-  shifter (no float-to-int conversion), ``r`` reduced with a two-part ``ln 2`` (Cody-Waite),
-  ``exp(r)`` by its Taylor series (degree 13 for float64, 7 for float32: truncation well
-  under 0.1 ulp for ``|r| <= ln2/2``); ``2**k`` is built from exponent bits as two factors,
-  so results near under- and overflow are right too.
+* ``exp`` (of ``z <= 0``, all the formulas need): ``e**z = 2**k * exp(r)``, ``k = round(z /
+  ln 2)`` found with the 1.5 * 2**p shifter (no float-to-int conversion), ``r`` reduced
+  with a two-part ``ln 2`` in two fmas (Cody-Waite), ``exp(r)`` by its Taylor series
+  (degree 13 for float64, 7 for float32: truncation well under 0.1 ulp for ``|r| <=
+  ln2/2``); ``2**k`` is built from exponent bits as two factors, so results near underflow
+  (subnormal) are right too.
 * ``log``/``log1p``: ``u = 2**k * m`` with ``m`` in [sqrt(2)/2, sqrt(2)) read from the bits,
   then fdlibm's/musl's ``log`` kernel (``s = f/(2+f)``, its Lg polynomial in ``s**2``);
   ``log1p`` adds the rounding error of ``u = 1 + z`` back (``c = (z - (u - 1)) / u``), which
@@ -90,7 +91,6 @@ class Format(NamedTuple):
     mantissa_bits: int
     bias: int
     exp_min: float  # below: e**z rounds to 0
-    exp_max: float  # above: e**z overflows
     exp_ln2_hi: float  # ln 2 with trailing zero bits: k * hi is exact
     exp_ln2_lo: float
     exp_taylor_degree: int
@@ -103,7 +103,7 @@ class Format(NamedTuple):
 
 FLOAT64 = Format(
     real=np.float64, integer=np.int64, mantissa_bits=52, bias=1023,
-    exp_min=-746.0, exp_max=710.0,
+    exp_min=-746.0,
     exp_ln2_hi=6.93147180369123816490e-01, exp_ln2_lo=1.90821492927058770002e-10,
     exp_taylor_degree=13,
     log_ln2_hi=6.93147180369123816490e-01, log_ln2_lo=1.90821492927058770002e-10,
@@ -115,7 +115,7 @@ FLOAT64 = Format(
 
 FLOAT32 = Format(
     real=np.float32, integer=np.int32, mantissa_bits=23, bias=127,
-    exp_min=-104.0, exp_max=89.0,
+    exp_min=-104.0,
     exp_ln2_hi=0.693145751953125, exp_ln2_lo=1.4286068203094172e-06,
     exp_taylor_degree=7,
     log_ln2_hi=6.9313812256e-01, log_ln2_lo=9.0580006145e-06,
@@ -129,7 +129,7 @@ def make(fmt: Format):
     real, integer = fmt.real, fmt.integer
     zero, half, one, two = real(0.0), real(0.5), real(1.0), real(2.0)
     inf = real(math.inf)
-    exp_min, exp_max = real(fmt.exp_min), real(fmt.exp_max)
+    exp_min = real(fmt.exp_min)
     inv_ln2 = real(1.0 / math.log(2.0))
     shifter = real(1.5 * 2.0**fmt.mantissa_bits)
     shifter_bits = integer(((fmt.bias + fmt.mantissa_bits) << fmt.mantissa_bits)
@@ -151,21 +151,21 @@ def make(fmt: Format):
 
     @jit
     def exp(z):
-        """``e**z`` for any ``z`` (0 below the format's underflow, inf above, nan for nan)."""
-        zc = min(max(z, exp_min), exp_max)
-        t = zc * inv_ln2 + shifter
+        """``e**z`` for ``z <= 0`` (the only arguments the loss formulas pass: 0 below the
+        format's underflow and at -inf, nan for nan). ``max`` keeps a nan first argument,
+        which the arithmetic then carries: no special cases to select."""
+        zc = max(z, exp_min)
+        t = fma(zc, inv_ln2, shifter)
         kf = t - shifter
         k = np.int32(float_bits(t) - shifter_bits)  # int32: AVX2 has no int64 shifts
-        r = (zc - kf * exp_hi) - kf * exp_lo
+        r = fma(-kf, exp_lo, fma(-kf, exp_hi, zc))
         p = taylor[0]
         for c in taylor[1:]:
             p = fma(p, r, c)
         k_half = k >> 1
         scale_a = bits_float(integer((k_half + bias) << mantissa_bits))
         scale_b = bits_float(integer((k - k_half + bias) << mantissa_bits))
-        result = p * scale_a * scale_b
-        # z outside [exp_min, exp_max], or nan (which max/min would not keep)
-        return result if z == zc else (inf if z > zero else (zero if z < zero else z))  # noqa: FURB136
+        return p * scale_a * scale_b
 
     @jit
     def log_kernel(u, c, k_extra):
@@ -182,7 +182,8 @@ def make(fmt: Format):
         for coefficient in log_poly[1:]:
             poly = fma(poly, z, coefficient)
         dk = real(k) + k_extra  # k is int32: AVX2 converts no int64 to float
-        return s * (half_f2 + z * poly) + (dk * log_lo + c) - half_f2 + f + dk * log_hi
+        tail = s * fma(z, poly, half_f2) + fma(dk, log_lo, c)
+        return fma(dk, log_hi, tail - half_f2 + f)
 
     @jit
     def log(z):
@@ -200,14 +201,14 @@ def make(fmt: Format):
         and no exponent bits are read. The ``log`` kernel's ``|s| <= 0.1716`` holds."""
         big = z > half
         f = z * half - half if big else z
-        k = one if big else zero
         half_f2 = half * f * f
         s = f / (two + f)
         w = s * s
         poly = log_poly[0]
         for coefficient in log_poly[1:]:
             poly = fma(poly, w, coefficient)
-        return s * (half_f2 + w * poly) + k * log_lo - half_f2 + f + k * log_hi
+        tail = s * fma(w, poly, half_f2) + (log_lo if big else zero)
+        return tail - half_f2 + f + (log_hi if big else zero)
 
     @jit
     def log1p(z):

