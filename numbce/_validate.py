@@ -247,57 +247,61 @@ def check_out(request: Request, out) -> tuple:
     one array-or-None per result (NumPy's ufunc convention). Each buffer must have the
     input's shape and the result dtype, be writeable, and share no memory with an operand
     or another buffer; a reduced loss has no buffer."""
-    wanted = [slot for slot, asked in zip(_OUT_SLOTS, (request.outputs.loss,
-              request.outputs.grad, request.outputs.hess)) if asked]  # fmt: skip
-    if isinstance(out, tuple):
-        if len(out) != len(wanted):
-            raise ValueError(
-                f"out must be a tuple of {len(wanted)} arrays or None (one per result), "
-                f"got {len(out)}"
+    outputs = request.outputs
+    slots = [i for i, asked in enumerate((outputs.loss, outputs.grad, outputs.hess))
+             if asked]  # fmt: skip
+    if type(out) is not tuple:
+        if len(slots) != 1:
+            raise TypeError(
+                f"out must be a tuple of {len(slots)} arrays or None (one per result), "
+                f"got {type(out).__name__}"
             )
-        names = [f"out[{i}]" for i in range(len(out))]
-    elif len(wanted) == 1:
-        out, names = (out,), ["out"]
-    else:
-        raise TypeError(
-            f"out must be a tuple of {len(wanted)} arrays or None (one per result), "
-            f"got {type(out).__name__}"
+        out = (out,)
+    elif len(out) != len(slots):
+        raise ValueError(
+            f"out must be a tuple of {len(slots)} arrays or None (one per result), "
+            f"got {len(out)}"
         )
-    operands = [("input", request.input), ("target", request.target),
-                ("weight", request.weight), ("pos_weight", request.pos_weight),
-                ("grad_output", request.grad_output)]  # fmt: skip
-    buffers = dict.fromkeys(_OUT_SLOTS)
-    for slot, name, buffer in zip(wanted, names, out):
+    operands = [(name, value) for name, value in (
+        ("input", request.input), ("target", request.target), ("weight", request.weight),
+        ("pos_weight", request.pos_weight), ("grad_output", request.grad_output),
+    ) if type(value) is np.ndarray]  # fmt: skip
+    buffers = [None, None, None]
+    for position, (slot, buffer) in enumerate(zip(slots, out)):
         if buffer is None:
             continue
-        if slot == "loss" and request.reduction != "none":
-            raise ValueError(
-                f"{name} must be None for reduction={request.reduction!r}: the loss is "
-                "a scalar"
-            )
-        if type(buffer) is not np.ndarray:
-            raise TypeError(
-                f"{name} must be a NumPy array, got {type(buffer).__name__}"
-            )
-        if buffer.shape != request.shape:
-            raise ValueError(
-                f"{name} shape {buffer.shape} does not match input shape {request.shape}"
-            )
-        if buffer.dtype != request.result_dtype:
-            raise TypeError(
-                f"{name} must have the result dtype {request.result_dtype}, got "
-                f"{buffer.dtype}"
-            )
-        if not buffer.flags.writeable:
-            raise ValueError(f"{name} is read-only")
+        name = "out" if len(out) == 1 else f"out[{position}]"
+        _check_buffer(request, name, buffer, slot == 0)
         for other, value in operands:
-            if isinstance(value, np.ndarray) and np.shares_memory(buffer, value):
+            if np.shares_memory(buffer, value):
                 raise ValueError(
                     f"{name} overlaps {other}: a result may not overwrite an operand"
                 )
         operands.append((name, buffer))
         buffers[slot] = buffer
-    return tuple(buffers.values())
+    return tuple(buffers)
+
+
+def _check_buffer(request: Request, name: str, buffer, loss: bool) -> None:
+    """One ``out`` buffer: an array result's slot, shape, dtype, writeable."""
+    if loss and request.reduction != "none":
+        raise ValueError(
+            f"{name} must be None for reduction={request.reduction!r}: the loss is a "
+            "scalar"
+        )
+    if type(buffer) is not np.ndarray:
+        raise TypeError(f"{name} must be a NumPy array, got {type(buffer).__name__}")
+    if buffer.shape != request.shape:
+        raise ValueError(
+            f"{name} shape {buffer.shape} does not match input shape {request.shape}"
+        )
+    if buffer.dtype != request.result_dtype:
+        raise TypeError(
+            f"{name} must have the result dtype {request.result_dtype}, got "
+            f"{buffer.dtype}"
+        )
+    if not buffer.flags.writeable:
+        raise ValueError(f"{name} is read-only")
 
 
 def validate(
