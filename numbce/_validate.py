@@ -371,28 +371,23 @@ def validate(
 
 _NO_PARAMS = (0.0,) * MAX_PARAMS
 _PARAMS: dict[tuple, tuple] = {}
-"""Kernel parameters of checked option values, by family, value types and values."""
+"""Kernel parameters of checked float option values, by family and values."""
 
 
 def _params(family: Family, options: dict) -> tuple:
     """The family's kernel parameters (padded to :data:`MAX_PARAMS`) from its options,
-    each checked (checks are cached by value); other options raise TypeError."""
-    values = tuple(
-        options.pop(option.name, option.default) for option in family.options
-    )
+    each checked (checks of float values are cached); other options raise TypeError."""
+    values = [options.pop(option.name, option.default) for option in family.options]
     if options:
         raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
-    try:
-        key = (family.name, *map(type, values), *values)
+    cacheable = all(type(value) is float for value in values)
+    key = (family.name, *values)
+    if cacheable and key in _PARAMS:
         return _PARAMS[key]
-    except TypeError:  # unhashable: the check below raises
-        key = None
-    except KeyError:
-        pass
     checked = {option.name: option.check(value)
                for option, value in zip(family.options, values)}  # fmt: skip
     params = (*family.params(**checked), 0.0, 0.0, 0.0)[:MAX_PARAMS]
-    if key is not None and len(_PARAMS) < 1024:
+    if cacheable and len(_PARAMS) < 1024:
         _PARAMS[key] = params
     return params
 

@@ -92,10 +92,11 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         request = _validate.validate(family, outputs, x, y, **options)
         loss, grad, hess = cpu.run(request)
         loss_out, grad_out, hess_out = request.out
+        shaped = request.shaped
         return (
-            request.shaped(loss, loss_out),
-            request.shaped(grad, grad_out),
-            request.shaped(hess, hess_out),
+            None if loss is None else shaped(loss, loss_out),
+            None if grad is None else shaped(grad, grad_out),
+            None if hess is None else shaped(hess, hess_out),
         )
     if options.get("out") is not None:
         raise TypeError(
