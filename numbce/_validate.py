@@ -201,18 +201,15 @@ class Request:
     def shaped(self, result, out=None):
         """A flat NumPy result in the caller's shape and dtype (a NumPy scalar if reduced);
         with ``out`` (the caller's buffer), ``out`` holding it."""
-        if result is None:
-            return None
+        if result is None or result is out:
+            return result
         result_type = self.result_dtype.type
         if not isinstance(result, np.ndarray):
             return result_type(result)
         if result.shape != self.shape:
             result = result.reshape(self.shape)
-        if out is not None:
-            if not np.may_share_memory(
-                result, out
-            ):  # computed elsewhere: copied (cast) in
-                np.copyto(out, result, casting="unsafe")
+        if out is not None:  # computed aside: copied (and cast) in
+            np.copyto(out, result, casting="unsafe")
             return out
         return (
             result if result.dtype == self.result_dtype else result.astype(result_type)
@@ -262,22 +259,23 @@ def check_out(request: Request, out) -> tuple:
             f"out must be a tuple of {len(slots)} arrays or None (one per result), "
             f"got {len(out)}"
         )
-    operands = [(name, value) for name, value in (
-        ("input", request.input), ("target", request.target), ("weight", request.weight),
-        ("pos_weight", request.pos_weight), ("grad_output", request.grad_output),
-    ) if type(value) is np.ndarray]  # fmt: skip
+    operands = {"input": request.input, "target": request.target}
+    for name in ("weight", "pos_weight", "grad_output"):
+        value = getattr(request, name)
+        if type(value) is np.ndarray:
+            operands[name] = value
     buffers = [None, None, None]
     for position, (slot, buffer) in enumerate(zip(slots, out)):
         if buffer is None:
             continue
         name = "out" if len(out) == 1 else f"out[{position}]"
         _check_buffer(request, name, buffer, slot == 0)
-        for other, value in operands:
-            if np.shares_memory(buffer, value):
+        for other, value in operands.items():
+            if np.may_share_memory(buffer, value) and np.shares_memory(buffer, value):
                 raise ValueError(
                     f"{name} overlaps {other}: a result may not overwrite an operand"
                 )
-        operands.append((name, buffer))
+        operands[name] = buffer
         buffers[slot] = buffer
     return tuple(buffers)
 

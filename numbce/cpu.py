@@ -295,12 +295,14 @@ def _raise_range_error(request: Request, x, y, flags: np.ndarray) -> None:
             )
 
 
-def _buffer(out, n: int, dtype: np.dtype) -> np.ndarray:
-    """Where the kernel writes one result: the caller's ``out`` itself (flat) when it is
-    C-contiguous in the compute dtype, else a new array (copied into ``out`` after)."""
+def _buffer(out, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``(where the kernel writes one result, the result)``: the caller's ``out`` (flat
+    for the kernel, itself as the result) when it is C-contiguous in the compute dtype, else
+    a new flat array for both (copied into ``out`` by the caller)."""
     if out is None or out.dtype != dtype or not out.flags.c_contiguous:
-        return np.empty(n, dtype=dtype)
-    return out.reshape(-1)
+        new = np.empty(n, dtype=dtype)
+        return new, new
+    return (out if out.ndim == 1 else out.reshape(-1)), out
 
 
 _KERNELS: dict[tuple, object] = {}
@@ -324,9 +326,10 @@ _SCALARS: dict[tuple, np.ndarray] = {}
 
 
 def run(request: Request):
-    """One pass of the kernel over a NumPy ``request``: flat ``(loss, grad, hess)``, each
-    None unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
-    float64), else a flat array of the compute dtype, like ``grad`` and ``hess``."""
+    """One pass of the kernel over a NumPy ``request``: ``(loss, grad, hess)``, each None
+    unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
+    float64), else a flat array of the compute dtype, like ``grad`` and ``hess``, or the
+    caller's ``out`` buffer itself where the kernel wrote into it."""
     dtype, n, outputs, shape = (
         request.dtype,
         request.size,
@@ -367,9 +370,9 @@ def run(request: Request):
     scalars = _scalars((weight_value, pos_weight_value, grad_scale,
                         shape[-1] if shape else 1, *request.params))  # fmt: skip
     out = request.out
-    loss_out = _buffer(out[0], n, dtype) if store_loss else placeholder
-    grad_out = _buffer(out[1], n, dtype) if outputs.grad else placeholder
-    hess_out = _buffer(out[2], n, dtype) if outputs.hess else placeholder
+    loss_out, loss = _buffer(out[0], n, dtype) if store_loss else (placeholder, None)
+    grad_out, grad = _buffer(out[1], n, dtype) if outputs.grad else (placeholder, None)
+    hess_out, hess = _buffer(out[2], n, dtype) if outputs.hess else (placeholder, None)
     grad_output = _flat(grad_output, dtype) if grad_output_array else placeholder
     blocks_out = np.empty((2, nblocks))
     arguments = (x, y, weight, pos_weight, grad_output, scalars,
@@ -382,15 +385,8 @@ def run(request: Request):
     if flags:
         _raise_range_error(request, x, y, blocks_out[1].astype(np.uint8))
 
-    loss = None
-    if store_loss:
-        loss = loss_out
-    elif reduce_loss:
+    if reduce_loss:
         sums = blocks_out[0]
         total = sums.item(0) if nblocks == 1 else _validate.exact_sum(sums.tolist())
         loss = _validate.finish(total, n, reduction)
-    return (
-        loss,
-        grad_out if outputs.grad else None,
-        hess_out if outputs.hess else None,
-    )
+    return loss, grad, hess
