@@ -239,57 +239,43 @@ class _Loss:
             options["grad_output"] = grad_output
         return FUNCTIONS[self.family.name + suffix](input, target, out=out, **options)
 
-    def __call__(self, input: ArrayLike, target: ArrayLike, *, out=None):
+    def __call__(
+        self,
+        input: ArrayLike,
+        target: ArrayLike,
+        *,
+        out: np.ndarray | tuple | None = None,
+    ):
         """The loss (see the family's function)."""
         return self._call("", input, target, None, out)
-
-    def grad(
-        self,
-        input: ArrayLike,
-        target: ArrayLike,
-        grad_output: ArrayLike = 1.0,
-        *,
-        out=None,
-    ):
-        """d loss / d input."""
-        return self._call("_grad", input, target, grad_output, out)
-
-    def value_and_grad(
-        self,
-        input: ArrayLike,
-        target: ArrayLike,
-        grad_output: ArrayLike = 1.0,
-        *,
-        out=None,
-    ):
-        """``(loss, grad)`` from one fused pass."""
-        return self._call("_value_and_grad", input, target, grad_output, out)
-
-    def hess(
-        self,
-        input: ArrayLike,
-        target: ArrayLike,
-        grad_output: ArrayLike = 1.0,
-        *,
-        out=None,
-    ):
-        """The elementwise second derivative, scaled like the gradient."""
-        return self._call("_hess", input, target, grad_output, out)
-
-    def grad_hess(
-        self,
-        input: ArrayLike,
-        target: ArrayLike,
-        grad_output: ArrayLike = 1.0,
-        *,
-        out=None,
-    ):
-        """``(grad, hess)`` from one fused pass."""
-        return self._call("_grad_hess", input, target, grad_output, out)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._options)
         return f"{type(self).__name__}({options})"
+
+
+def _derivative_method(suffix: str) -> Callable:
+    """The loss classes' method for the function ``f + suffix``: the held options, with
+    ``grad_output`` and ``out`` per call."""
+
+    def method(
+        self,
+        input: ArrayLike,
+        target: ArrayLike,
+        grad_output: ArrayLike = 1.0,
+        *,
+        out: np.ndarray | tuple | None = None,
+    ):
+        return self._call(suffix, input, target, grad_output, out)
+
+    method.__name__ = method.__qualname__ = suffix[1:]
+    method.__doc__ = f"Returns {_RETURNS[suffix]}."
+    return method
+
+
+for _suffix in [suffix for suffix in VARIANTS if suffix]:
+    setattr(_Loss, _suffix[1:], _derivative_method(_suffix))
+del _suffix
 
 
 def _loss_class(family: Family) -> type:
