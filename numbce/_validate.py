@@ -234,9 +234,6 @@ def _operand(name: str, value, shape: tuple, check=check_broadcastable):
     return value
 
 
-_OUT_SLOTS = ("loss", "grad", "hess")
-
-
 def check_out(request: Request, out) -> tuple:
     """The caller's ``out`` as ``(loss, grad, hess)`` buffers (None: allocate).
 

@@ -175,7 +175,7 @@ _RETURNS = {
 }
 
 
-def define(name: str, signature: inspect.Signature, body: str, namespace: dict):
+def _define(name: str, signature: inspect.Signature, body: str, namespace: dict):
     """A Python function ``name`` with exactly ``signature`` (so Python binds its
     arguments: no binder on the hot path) returning the expression ``body`` evaluated
     with the parameters and ``namespace``, as :mod:`dataclasses` generates ``__init__``."""
@@ -205,7 +205,7 @@ def _function(family: Family, suffix: str) -> Callable:
     body = f"_pick(compute(_family, _outputs, input, target, {options}))"
     namespace = {"compute": compute, "_family": family, "_outputs": outputs,
                  "_pick": operator.itemgetter(*picks)}  # fmt: skip
-    function = define(name, signature, body, namespace)
+    function = _define(name, signature, body, namespace)
     function.__name__ = function.__qualname__ = name
     function.__module__ = "numbce"
     function.__signature__ = signature
