@@ -347,3 +347,29 @@ def test_exact_sum_is_math_fsum(rng):
         got = compiled.exact_sum(values, values.size, np.empty(values.size + 1))
         assert got == expected or (math.isnan(got) and math.isnan(expected))
         assert math.copysign(1, got) == math.copysign(1, expected)
+
+
+def test_read_only_training_data_shares_the_compiled_epochs(monkeypatch, data):
+    """A read-only X (a memory map opened 'r') trains with the same compiled function as a
+    writeable one: the data reach it as read-only views, so no second compile; same bits."""
+    X, Y = data
+    X_read_only, Y_read_only = X.copy(), Y.copy()
+    X_read_only.flags.writeable = Y_read_only.flags.writeable = False
+
+    def build():
+        return MLP([4, 6, 3], seed=5)
+
+    writeable = _train(monkeypatch, True, build, X, Y, epochs=2, seed=3)
+    read_only = _train(
+        monkeypatch, True, build, X_read_only, Y_read_only, epochs=2, seed=3
+    )
+    for a, b in zip(writeable[0].parameters(), read_only[0].parameters(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    network = writeable[0]
+    kernel = compiled._train_kernel(
+        network.loss, network.dtype.name
+    )  # both fits ran it
+    data_types = [signature[0] for signature in kernel.signatures]  # the data tuple
+    assert data_types and all(
+        not array.mutable for types in data_types for array in types
+    )

@@ -503,6 +503,15 @@ def _train_kernel(family: str, dtype: str):
 # -- planning ---------------------------------------------------------------------------
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of training data, which the epochs only read (gathering batches
+    from it): writeable and read-only arrays (a memory map opened ``'r'``) then share one
+    compiled epoch function instead of compiling two."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _offset(view: np.ndarray, flat: np.ndarray) -> int:
     return (view.ctypes.data - flat.ctypes.data) // flat.itemsize
 
@@ -598,13 +607,13 @@ class CompiledFit:
             np.asarray(request.pos_weight, dtype=np.float64), (1, columns)
         )
         placeholder = np.ones((1, 1), dtype)
-        self.data = (
+        self.data = tuple(map(_read_only, (
             X,
             y,
             placeholder if weight is None else weight,
             np.ones(1, dtype) if label_weight is None else label_weight,
             pos_weight.reshape(columns).astype(dtype),
-        )
+        )))  # fmt: skip
         if validation is None:
             X_val, y_val = (
                 np.empty((0, X.shape[1]), dtype),
