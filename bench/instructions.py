@@ -24,7 +24,7 @@ import numpy as np
 from llvmlite import binding
 from numba import config
 
-from numbce.cpu import SCALAR, Variant, _kernel
+from numbce.cpu import SCALAR, Variant, _kernel, kernel_arguments
 from numbce.losses import FAMILIES
 
 OPS = {  # store_loss, reduce_loss, store_grad, store_hess
@@ -73,11 +73,13 @@ def _loop(assembly: str) -> tuple[list[str], int]:
 def measure(family: str, dtype: str, op: str) -> tuple[int, int, str, Counter]:
     """``(instructions, elements per iteration, register kind, opcode counts)``."""
     flags = OPS[op]
-    kernel = _kernel(Variant(family, dtype, *flags, SCALAR, SCALAR, False, False))
+    variant = Variant(family, dtype, *flags, SCALAR, SCALAR, False, False)
     ones = np.ones(64, dtype=dtype)
-    one = np.ones(1, dtype=dtype)
-    kernel(ones, ones, one, one, one, np.ones(7), one, ones.copy(), ones.copy(),
-           np.empty((2, 1)))  # fmt: skip
+    arguments = {"x": ones, "y": ones, "scalars": np.ones(7), "loss_out": ones.copy(),
+                 "grad_out": ones.copy(), "hess_out": ones.copy(),
+                 "blocks_out": np.empty((2, 1))}  # fmt: skip
+    kernel = _kernel(variant)
+    kernel(*(arguments[name] for name in kernel_arguments(variant)))
     lines, elements = _loop(next(iter(kernel.inspect_asm().values())))
     registers = "zmm" if any("zmm" in i for i in lines) else "ymm"
     return len(lines), elements, registers, Counter(i.split()[0] for i in lines)

@@ -372,18 +372,22 @@ _PARAMS: dict[tuple, tuple] = {}
 def _params(family: Family, options: dict) -> tuple:
     """The family's kernel parameters (padded to :data:`MAX_PARAMS`) from its options,
     each checked (checks of float values are cached); other options raise TypeError."""
-    values = [options.pop(option.name, option.default) for option in family.options]
+    key = [family.name]
+    cacheable = True
+    for option in family.options:
+        value = options.pop(option.name, option.default)
+        cacheable = cacheable and type(value) is float
+        key.append(value)
     if options:
         raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
-    cacheable = all(type(value) is float for value in values)
-    key = (family.name, *values)
-    if cacheable and key in _PARAMS:
-        return _PARAMS[key]
-    checked = {option.name: option.check(value)
-               for option, value in zip(family.options, values)}  # fmt: skip
-    params = (*family.params(**checked), 0.0, 0.0, 0.0)[:MAX_PARAMS]
-    if cacheable and len(_PARAMS) < 1024:
-        _PARAMS[key] = params
+    key = tuple(key)
+    params = _PARAMS.get(key) if cacheable else None
+    if params is None:
+        checked = {option.name: option.check(value)
+                   for option, value in zip(family.options, key[1:])}  # fmt: skip
+        params = (*family.params(**checked), 0.0, 0.0, 0.0)[:MAX_PARAMS]
+        if cacheable and len(_PARAMS) < 1024:
+            _PARAMS[key] = params
     return params
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import pathlib
 import threading
 import types
@@ -31,6 +32,9 @@ from dataclasses import astuple, dataclass
 
 import numba
 import numpy as np
+from llvmlite import binding
+from numba.core.compiler_lock import global_compiler_lock
+from numba.core.registry import CPUDispatcher
 
 from numbce import _config, _validate, _vectormath
 from numbce._validate import Request
@@ -152,19 +156,96 @@ def _tree_sum(values, count, scratch):
     return scratch[0]
 
 
+ARGUMENTS = ("x", "y", "weight", "pos_weight", "grad_output", "scalars",
+             "loss_out", "grad_out", "hess_out", "blocks_out")  # fmt: skip
+"""Every argument of :func:`_kernel_body`, in order."""
+
+
+def kernel_arguments(variant: Variant) -> tuple[str, ...]:
+    """The arguments :func:`_kernel` takes for ``variant``: those of :data:`ARGUMENTS` it
+    reads or writes (each array argument costs the call about 0.06 us)."""
+    unused = {
+        "weight": variant.weight == SCALAR,
+        "pos_weight": variant.pos_weight == SCALAR,
+        "grad_output": not variant.grad_output_array,
+        "loss_out": not variant.store_loss,
+        "grad_out": not variant.store_grad,
+        "hess_out": not variant.store_hess,
+    }
+    return tuple(name for name in ARGUMENTS if not unused.get(name, False))
+
+
 def _kernel(variant: Variant):
-    """The compiled kernel of ``variant``.
+    """The compiled kernel of ``variant``: :func:`_kernel_body` inlined into a function
+    taking only :func:`kernel_arguments` (the others are a 1-element array it never
+    touches), generated like :mod:`dataclasses`' ``__init__``."""
+    arguments = kernel_arguments(variant)
+    passed = [name if name in arguments else "unused" for name in ARGUMENTS]
+    source = (
+        f"def kernel({', '.join(arguments)}):\n"
+        + (
+            "    unused = np.empty(1, x.dtype)\n"
+            if len(arguments) < len(ARGUMENTS)
+            else ""
+        )
+        + f"    return body({', '.join(passed)})\n"
+    )
+    body = numba.njit(**_INLINE)(_kernel_body(variant))
+    # Compiled as if from this file, so that Numba's cache can locate it; the name gives
+    # each variant its own cache file.
+    scope = {"np": np, "body": body, "__name__": __name__}
+    exec(compile(source, __file__, "exec"), scope)  # noqa: S102
+    function = scope["kernel"]
+    key = hashlib.sha1(repr((astuple(variant), _SOURCE_HASH)).encode()).hexdigest()
+    function.__qualname__ = f"kernel_{variant.family}_{key[:16]}"
+    kernel = _InterleavingDispatcher(
+        py_func=function,
+        locals={},
+        targetoptions={"nopython": True, "parallel": variant.parallel,
+                       "nogil": _JIT["nogil"], "error_model": _JIT["error_model"]},
+    )  # fmt: skip
+    kernel.vector_interleave = FAMILIES[variant.family].vector_interleave
+    kernel.enable_caching()
+    return kernel
+
+
+class _InterleavingDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, compiling with LLVM's loop-vectorizer interleave count set to
+    ``vector_interleave`` (see :class:`numbce.losses.Family`): an LLVM option of the whole
+    process, so it is set under Numba's compiler lock and put back to LLVM's default (0,
+    the cost model) after the compile. A compiled kernel computes every element the same
+    way whatever the count: it changes the speed, never a bit of a result."""
+
+    vector_interleave = 0
+
+    def compile(self, sig):
+        if not self.vector_interleave:
+            return super().compile(sig)
+        with global_compiler_lock:
+            _set_interleave(self.vector_interleave)
+            try:
+                return super().compile(sig)
+            finally:
+                _set_interleave(0)
+
+
+def _set_interleave(count: int) -> None:
+    binding.set_option("numbce", f"-force-vector-interleave={count}")
+
+
+def _kernel_body(variant: Variant):
+    """The kernel of ``variant`` as a Python function for Numba to compile.
 
     Arguments: ``x, y`` flat arrays of the compute dtype; ``weight, pos_weight`` flat arrays
     laid out per the variant (any 1-element array where SCALAR); ``grad_output`` a flat
     array (ignored unless ``grad_output_array``); ``scalars`` float64 ``[weight,
     pos_weight, grad_scale, row, *params]``: the operands' values where SCALAR,
     ``grad_scale`` multiplying every derivative, ``row`` the length of the last axis (the
-    period of ROW operands), the family's :data:`numbce.losses._family.MAX_PARAMS` parameters (one array: few
-    arguments make a fast call); ``loss_out, grad_out, hess_out`` outputs of ``x.size``
-    (any 1-element array where not stored); ``blocks_out`` float64 of shape (2, number of
-    blocks): each block's loss sum and range flags. Returns the flags of all blocks
-    OR-ed (0: every value in range).
+    period of ROW operands), the family's :data:`numbce.losses._family.MAX_PARAMS`
+    parameters (one array: few arguments make a fast call); ``loss_out, grad_out,
+    hess_out`` outputs of ``x.size`` (any 1-element array where not stored);
+    ``blocks_out`` float64 of shape (2, number of blocks): each block's loss sum and range
+    flags. Returns the flags of all blocks OR-ed (0: every value in range).
     """
     family = FAMILIES[variant.family]
     real = np.dtype(variant.dtype).type
@@ -245,17 +326,13 @@ def _kernel(variant: Variant):
         return flags
 
     # The family's formulas are globals of this copy of the kernel, not closure cells
-    # (Numba would never find a kernel that closes over a dispatcher in its cache); the
-    # name gives each variant its own cache file.
+    # (Numba would never find a kernel that closes over a dispatcher in its cache).
     names = {"np": np, "element": _element(variant.family, variant.dtype),
              "tree_sum": _tree_sum, "BAD_INPUT": BAD_INPUT, "BAD_TARGET": BAD_TARGET,
              "__name__": __name__}  # fmt: skip
-    function = types.FunctionType(
-        kernel.__code__, names, "kernel", None, kernel.__closure__
+    return types.FunctionType(
+        kernel.__code__, names, "kernel_body", None, kernel.__closure__
     )
-    key = hashlib.sha1(repr((astuple(variant), _SOURCE_HASH)).encode()).hexdigest()
-    function.__qualname__ = f"kernel_{variant.family}_{key[:16]}"
-    return numba.njit(parallel=variant.parallel, **_JIT)(function)
 
 
 _PLACEHOLDER = {np.dtype(t): np.ones(1, dtype=t) for t in (np.float32, np.float64)}
@@ -305,9 +382,16 @@ def _buffer(out, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return (out if out.ndim == 1 else out.reshape(-1)), out
 
 
-_KERNELS: dict[tuple, object] = {}
-"""Compiled kernels by the fields of their :class:`Variant` (a tuple: the per-call lookup
-stays cheap)."""
+def _compiled(variant: Variant) -> tuple:
+    """``(kernel, pick)``: the compiled kernel of ``variant`` and what picks its arguments
+    from a tuple of all :data:`ARGUMENTS`."""
+    positions = [ARGUMENTS.index(name) for name in kernel_arguments(variant)]
+    return _kernel(variant), operator.itemgetter(*positions)
+
+
+_KERNELS: dict[tuple, tuple] = {}
+""":func:`_compiled` kernels by the fields of their :class:`Variant` (a tuple: the
+per-call lookup stays cheap)."""
 
 
 def _scalars(values: tuple) -> np.ndarray:
@@ -362,9 +446,10 @@ def run(request: Request):
     key = (request.family.name, dtype, store_loss, reduce_loss, outputs.grad,
            outputs.hess, weight_layout, pos_weight_layout, grad_output_array,
            parallel)  # fmt: skip
-    kernel = _KERNELS.get(key)
-    if kernel is None:
-        kernel = _KERNELS[key] = _kernel(Variant(key[0], dtype.name, *key[2:]))
+    compiled = _KERNELS.get(key)
+    if compiled is None:
+        compiled = _KERNELS[key] = _compiled(Variant(key[0], dtype.name, *key[2:]))
+    kernel, pick = compiled
     nblocks = -(-n // _config.BLOCK)
     grad_scale = request.grad_scale if derivatives else 1.0
     scalars = _scalars((weight_value, pos_weight_value, grad_scale,
@@ -375,8 +460,8 @@ def run(request: Request):
     hess_out, hess = _buffer(out[2], n, dtype) if outputs.hess else (placeholder, None)
     grad_output = _flat(grad_output, dtype) if grad_output_array else placeholder
     blocks_out = np.empty((2, nblocks))
-    arguments = (x, y, weight, pos_weight, grad_output, scalars,
-                 loss_out, grad_out, hess_out, blocks_out)  # fmt: skip
+    arguments = pick((x, y, weight, pos_weight, grad_output, scalars,
+                      loss_out, grad_out, hess_out, blocks_out))  # fmt: skip
     if parallel:
         with PARALLEL_LAUNCH:
             flags = kernel(*arguments)

@@ -231,8 +231,7 @@ def test_fused_kernel_loop_is_vectorized(family, dtype, outputs):
         grad_output_array=False,
         parallel=False,
     )
-    compiled = cpu._kernel(variant)
-    kernel = numba.njit(nogil=True, error_model="numpy")(compiled.py_func)
+    kernel = numba.njit(nogil=True, error_model="numpy")(cpu._kernel_body(variant))
     n, one, out = 100, np.ones(1, dtype), np.empty(100, dtype)
     scalars = np.array([1.0, 1.0, 1.0, n, 0.1, 0.0, 0.0])
     kernel(np.full(n, 0.5, dtype), np.ones(n, dtype), one, one, one, scalars,
@@ -241,6 +240,51 @@ def test_fused_kernel_loop_is_vectorized(family, dtype, outputs):
     element = "float" if dtype == np.float32 else "double"
     lanes = [int(k) for k in re.findall(rf"<(\d+) x {element}>", ir)]
     assert lanes and max(lanes) >= (4 if dtype == np.float32 else 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
+    """A family with ``vector_interleave`` compiles its kernel with LLVM's interleave count
+    set, then put back to LLVM's default; the kernel gives the same bits as the same loop
+    compiled without it, on a length that leaves a remainder after the interleaved
+    vectors, with extreme and special logits."""
+    import numba
+
+    from numbce import cpu
+
+    family = FAMILIES["binary_cross_entropy_with_logits"]
+    assert family.vector_interleave > 1
+    settings, set_interleave = [], cpu._set_interleave
+
+    def record(count):
+        settings.append(count)
+        set_interleave(count)
+
+    monkeypatch.setattr(cpu, "_set_interleave", record)
+    variant = cpu.Variant(family.name, np.dtype(dtype).name, True, False, True, True,
+                          cpu.SCALAR, cpu.SCALAR, False, False)  # fmt: skip
+    interleaved = cpu._kernel(variant)
+    plain = numba.njit(nogil=True, error_model="numpy")(cpu._kernel_body(variant))
+    n = 1000 + 37
+    x = rng.normal(scale=30, size=n).astype(dtype)
+    x[:6] = [np.inf, -np.inf, np.nan, 0.0, 1e30, -1e30]
+    y = rng.uniform(size=n).astype(dtype)
+    scalars = np.array([1.0, 1.0, 1.0, n, 0.9, 0.05, 0.0])
+    one = np.ones(1, dtype)
+    results = []
+    for kernel, arguments in ((interleaved, cpu.kernel_arguments(variant)),
+                              (plain, cpu.ARGUMENTS)):  # fmt: skip
+        outputs = {
+            name: np.empty(n, dtype) for name in ("loss_out", "grad_out", "hess_out")
+        }
+        values = {"x": x, "y": y, "weight": one, "pos_weight": one, "grad_output": one,
+                  "scalars": scalars, "blocks_out": np.empty((2, 1)), **outputs}  # fmt: skip
+        kernel(*(values[name] for name in arguments))
+        results.append(outputs)
+    assert settings == [family.vector_interleave, 0]
+    for name, got in results[0].items():
+        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"),
+                                      results[1][name].view(f"u{got.itemsize}"))  # fmt: skip
 
 
 @pytest.mark.parametrize("weight", [0.0, np.array([0.0, 0.0, 1.0])])

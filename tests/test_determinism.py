@@ -33,8 +33,8 @@ DIGEST = textwrap.dedent(
                                                         **options)
                 for r in results if isinstance(results, tuple) else (results,):
                     digest.update(np.asarray(r).tobytes())
-    hits = sum(sum(k.stats.cache_hits.values()) for k in cpu._KERNELS.values())
-    misses = sum(sum(k.stats.cache_misses.values()) for k in cpu._KERNELS.values())
+    hits = sum(sum(k.stats.cache_hits.values()) for k, _ in cpu._KERNELS.values())
+    misses = sum(sum(k.stats.cache_misses.values()) for k, _ in cpu._KERNELS.values())
     print(json.dumps({"digest": digest.hexdigest(), "hits": hits, "misses": misses}))
     """
 )

@@ -78,6 +78,11 @@ class Family:
       ``input_grid``: which extreme grid they use ("logits" or "probabilities").
     * ``float32_in_float64``: float32 data is computed in float64 (then rounded), where the
       float32 formulas would lose more than a few ulps.
+    * ``vector_interleave``: how many SIMD vectors the CPU kernel's loop computes at once
+      (LLVM's loop-vectorizer interleave count; 0 leaves it to LLVM's cost model). Formulas
+      that are one long chain of dependent operations (``exp`` then ``log1p``) keep the
+      CPU waiting on latency; more independent vectors in flight fill that time. Measure
+      it (``bench/instructions.py``, the kernel benchmarks): it never changes a result.
     """
 
     name: str
@@ -101,6 +106,7 @@ class Family:
     accuracy_options: tuple[dict, ...]
     input_grid: str
     float32_in_float64: bool = False
+    vector_interleave: int = 0
 
 
 def real_scalar(name: str, value) -> float:

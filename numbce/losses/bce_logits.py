@@ -140,4 +140,5 @@ FAMILY = Family(
         {"label_smoothing": 0.1},
     ),
     input_grid="logits",
+    vector_interleave=8,  # serial fused float32 0.70 -> 0.59 ns/element (Zen 5)
 )
