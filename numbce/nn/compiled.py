@@ -46,6 +46,9 @@ import types
 
 import numba
 import numpy as np
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
 from numbce import _config, _validate, cpu
 from numbce.losses import FAMILIES
@@ -228,8 +231,7 @@ def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
     real = scores.dtype.type
     scale = real(1.0 / size)
     one = real(1.0)
-    x, t = scores.reshape(size), targets.reshape(size)
-    g = grad.reshape(size)
+    x, t, g = _flat(scores), _flat(targets), _flat(grad)
     block = losses.size
     blocks = (size + block - 1) // block
     row = column = 0  # of element i, counted (a division per element costs more)
@@ -271,93 +273,167 @@ def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
 
 
 # -- the network ---------------------------------------------------------------------------
+# Every array the epochs touch is a borrowed view (no reference count: see _borrow) made
+# where it is used from the layer table's offsets: a step makes no reference count, no
+# allocation and no list access.
 
 
-# Views are made once per call, not per step: each view costs atomic reference counts.
+def _borrowed_view(context, builder, source_type, source, data, shape, strides, result):
+    """An array of type ``result`` over ``data`` (a pointer into ``source``'s buffer)
+    with no meminfo: Numba's reference counts of it are null checks."""
+    view = context.make_array(result)(context, builder)
+    populate_array(view, data=data, shape=shape, strides=strides,
+                   itemsize=source.itemsize, meminfo=None)  # fmt: skip
+    return view._getvalue()
+
+
+@intrinsic
+def _borrow(typingctx, array):
+    """``array`` without its meminfo: the same data, shape and strides, no reference
+    counting (each count of a view is otherwise an atomic operation). Used on the epoch
+    function's arguments, which its caller keeps alive for the whole call; never
+    returned."""
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(array)(context, builder, args[0])
+        return _borrowed_view(context, builder, array, source, source.data,
+                              source.shape, source.strides, array)  # fmt: skip
+
+    return array(array), codegen
+
+
+def _view_codegen(flat, result):
+    """Code of a view of type ``result`` at an element offset of the C-contiguous
+    ``flat``, of the sizes that follow the offset among the arguments."""
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(flat)(context, builder, args[0])
+        values = [
+            context.cast(builder, value, kind, nbtypes.intp)
+            for value, kind in zip(args[1:], signature.args[1:])
+        ]
+        offset, shape = values[0], values[1:]
+        strides, stride = [], source.itemsize
+        for size in reversed(shape):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, size)
+        data = builder.gep(source.data, [offset])
+        return _borrowed_view(context, builder, flat, source, data, shape, strides,
+                              result)  # fmt: skip
+
+    return codegen
+
+
+@intrinsic
+def _matrix(typingctx, flat, offset, rows, columns):
+    """The C-contiguous (rows, columns) array at element ``offset`` of the C-contiguous
+    ``flat``, without reference counting (no bounds check: the layer table sizes the
+    workspaces)."""
+    result = nbtypes.Array(flat.dtype, 2, "C")
+    return result(flat, offset, rows, columns), _view_codegen(flat, result)
+
+
+@intrinsic
+def _vector(typingctx, flat, offset, size):
+    """The ``size`` elements from ``offset`` of the C-contiguous ``flat`` (see
+    :func:`_matrix`)."""
+    result = nbtypes.Array(flat.dtype, 1, "C")
+    return result(flat, offset, size), _view_codegen(flat, result)
 
 
 @numba.njit(**_INLINE)
-def _view(buffer, offset, n, width):
-    return buffer[offset : offset + n * width].reshape(n, width)
+def _flat(a):
+    """The C-contiguous 2-d ``a`` as 1-d, without reshape's helper call."""
+    return _vector(a, 0, a.size)
 
 
 @numba.njit(**_INLINE)
-def _parameter_views(layers, flat):
-    """Per layer, the (out, in) weight and the bias viewed in the flat ``flat``
-    (parameters or gradients); a 1 x 1 stand-in for layers without."""
-    count = layers.shape[0]
-    weights, biases = [flat[:1].reshape(1, 1)] * count, [flat[:1]] * count
-    for index in range(count):
-        if layers[index, KIND] == LINEAR:
-            fan_in, fan_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
-            start = layers[index, PARAMS]
-            middle = start + fan_in * fan_out
-            weights[index] = flat[start:middle].reshape(fan_out, fan_in)
-            biases[index] = flat[middle : middle + fan_out]
-    return weights, biases
+def _weight(layers, index, flat):
+    """The (out, in) weight of Linear layer ``index`` in ``flat`` (parameters or
+    gradients)."""
+    fan_in, fan_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
+    return _matrix(flat, layers[index, PARAMS], fan_out, fan_in)
 
 
 @numba.njit(**_INLINE)
-def _batch_views(layers, activations, deltas, x, n):
-    """Per layer, views of (input, output, d loss / d output, d loss / d input) for a
-    batch ``x`` of ``n`` rows (``x`` itself where there is none)."""
-    count = layers.shape[0]
-    inputs, outputs = [x] * count, [x] * count
-    grad_outputs, grad_inputs = [x] * count, [x] * count
-    for index in range(count):
-        width_in, width_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
-        if layers[index, INPUT] >= 0:
-            inputs[index] = _view(activations, layers[index, INPUT], n, width_in)
-        if layers[index, OUTPUT] >= 0:
-            outputs[index] = _view(activations, layers[index, OUTPUT], n, width_out)
-        if layers[index, GRAD_OUT] >= 0:
-            grad_outputs[index] = _view(deltas, layers[index, GRAD_OUT], n, width_out)
-        if layers[index, GRAD_IN] >= 0:
-            grad_inputs[index] = _view(deltas, layers[index, GRAD_IN], n, width_in)
-    return inputs, outputs, grad_outputs, grad_inputs
+def _bias(layers, index, flat):
+    fan_in, fan_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
+    return _vector(flat, layers[index, PARAMS] + fan_in * fan_out, fan_out)
 
 
 @numba.njit(**_INLINE)
-def _forward(layers, parameters, views):
-    """Every layer's forward kernel in turn; the scores are ``views[1][-1]``."""
-    weights, biases = parameters
-    inputs, outputs = views[0], views[1]
+def _side(layers, index, column, activations, batch, n):
+    """The input (``column`` INPUT) or output (OUTPUT) of layer ``index`` for a batch of
+    ``n`` rows: in the activations workspace, or the batch itself."""
+    offset = layers[index, column]
+    if offset < 0:
+        return batch
+    width = layers[index, WIDTH_IN if column == INPUT else WIDTH_OUT]
+    return _matrix(activations, offset, n, width)
+
+
+@numba.njit(**_INLINE)
+def _delta(layers, index, column, deltas, n):
+    """d loss / d output (``column`` GRAD_OUT) or d loss / d input (GRAD_IN) of layer
+    ``index`` for ``n`` rows."""
+    width = layers[index, WIDTH_OUT if column == GRAD_OUT else WIDTH_IN]
+    return _matrix(deltas, layers[index, column], n, width)
+
+
+@numba.njit(**_INLINE)
+def _forward(layers, parameters, activations, batch, n, linear_work):
+    """Every layer's forward kernel in turn on the ``n`` rows of ``batch``; the scores
+    are the last layer's output."""
     for index in range(layers.shape[0]):
         kind = layers[index, KIND]
+        if kind == IDENTITY:
+            continue
+        x = _side(layers, index, INPUT, activations, batch, n)
+        out = _side(layers, index, OUTPUT, activations, batch, n)
         if kind == LINEAR:
-            linear_forward(inputs[index], weights[index], biases[index], outputs[index])
+            linear_forward(x, _weight(layers, index, parameters),
+                           _bias(layers, index, parameters), out, linear_work[0])  # fmt: skip
         elif kind == RELU:
-            relu_forward(inputs[index], outputs[index])
+            relu_forward(x, out)
         elif kind == SIGMOID:
-            sigmoid_forward(inputs[index], outputs[index])
+            sigmoid_forward(x, out)
         elif kind == TANH:
-            tanh_forward(inputs[index], outputs[index])
+            tanh_forward(x, out)
 
 
 @numba.njit(**_INLINE)
-def _backward(layers, first, parameters, gradients, views):
-    """Backpropagate d loss / d scores (in ``views[2][-1]``) from the last layer down to
-    the first trainable one (``first``: no d loss / d input there), filling the
+def _backward(layers, first, parameters, gradients, activations, deltas, batch, n,
+              linear_work):  # fmt: skip
+    """Backpropagate d loss / d scores (the last layer's GRAD_OUT) from the last layer
+    down to the first trainable one (``first``: no d loss / d input there), filling the
     gradients."""
-    weights = parameters[0]
-    weight_grads, bias_grads = gradients
-    inputs, outputs, grad_outputs, grad_inputs = views
     for index in range(layers.shape[0] - 1, first - 1, -1):
         kind = layers[index, KIND]
+        if kind == IDENTITY:
+            continue
+        grad_output = _delta(layers, index, GRAD_OUT, deltas, n)
         if kind == LINEAR:
+            x = _side(layers, index, INPUT, activations, batch, n)
+            weight = _weight(layers, index, parameters)
+            weight_grad = _weight(layers, index, gradients)
+            bias_grad = _bias(layers, index, gradients)
+            work, totals = linear_work
             if layers[index, GRAD_IN] < 0:
-                linear_backward(grad_outputs[index], inputs[index], weights[index],
-                                weight_grads[index], bias_grads[index], None)  # fmt: skip
+                linear_backward(grad_output, x, weight, weight_grad, bias_grad, None,
+                                work, totals)  # fmt: skip
             else:
-                linear_backward(grad_outputs[index], inputs[index], weights[index],
-                                weight_grads[index], bias_grads[index],
-                                grad_inputs[index])  # fmt: skip
-        elif kind == RELU:
-            relu_backward(grad_outputs[index], outputs[index], grad_inputs[index])
+                linear_backward(grad_output, x, weight, weight_grad, bias_grad,
+                                _delta(layers, index, GRAD_IN, deltas, n), work,
+                                totals)  # fmt: skip
+            continue
+        out = _side(layers, index, OUTPUT, activations, batch, n)
+        grad_input = _delta(layers, index, GRAD_IN, deltas, n)
+        if kind == RELU:
+            relu_backward(grad_output, out, grad_input)
         elif kind == SIGMOID:
-            sigmoid_backward(grad_outputs[index], outputs[index], grad_inputs[index])
+            sigmoid_backward(grad_output, out, grad_input)
         elif kind == TANH:
-            tanh_backward(grad_outputs[index], outputs[index], grad_inputs[index])
+            tanh_backward(grad_output, out, grad_input)
 
 
 @numba.njit(**_INLINE)
@@ -387,52 +463,56 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
     right, validation labels right) to ``logs``. Returns (epochs completed, steps taken,
     status, batch, loss): status OK, or BAD_LOSS at ``batch`` (1-based) with its
     ``loss``, or BAD_PARAMETERS; the parameters at the failing epoch's start are in
-    ``model[3]``."""
-    X, y, sample_weight, label_weight, pos_weight = data
-    X_val, y_val, val_scores = validation
-    layers, parameters, gradients, epoch_start, l2_ranges = model
-    activations, deltas, batch_X, batch_y, batch_weight = work[:5]
-    loss_work = work[5:]
+    ``model[3]``. ``batch_X`` and ``X_val`` are 1-d (rows of ``features``)."""
+    X, y = _borrow(data[0]), _borrow(data[1])
+    sample_weight, label_weight = _borrow(data[2]), _borrow(data[3])
+    pos_weight = _borrow(data[4])
+    X_val, y_val = _borrow(validation[0]), _borrow(validation[1])
+    val_scores = _borrow(validation[2])
+    layers = model[0]
+    parameters, gradients = _borrow(model[1]), _borrow(model[2])
+    epoch_start, l2_ranges = _borrow(model[3]), model[4]
+    state = (_borrow(state[0]), _borrow(state[1]), _borrow(state[2]))
+    activations, deltas = _borrow(work[0]), _borrow(work[1])
+    batch_X, batch_y, batch_weight = (
+        _borrow(work[2]),
+        _borrow(work[3]),
+        _borrow(work[4]),
+    )
+    loss_work = (_borrow(work[5]), _borrow(work[6]), _borrow(work[7]), _borrow(work[8]))
+    linear_work = (_borrow(work[9]), _borrow(work[10]))
+    lrs, orders, logs = _borrow(lrs), _borrow(orders), _borrow(logs)
     real = parameters.dtype.type
     n, columns = y.shape
+    features = layers[0, WIDTH_IN]
     batch_size, first = int(settings[BATCH_SIZE]), int(settings[FIRST])
     weighting = int(settings[WEIGHTING])
     l2, threshold = settings[L2], settings[THRESHOLD]
     step = int(settings[STEP0])
     steps = 0
     last = layers.shape[0] - 1
-    weights = _parameter_views(layers, parameters)
-    weight_grads = _parameter_views(layers, gradients)
-    full = _batch_views(layers, activations, deltas, batch_X[:batch_size], batch_size)
-    tail = n % batch_size  # rows of every epoch's last batch (0: full)
-    partial = full
-    if tail:
-        partial = _batch_views(layers, activations, deltas, batch_X[:tail], tail)
-    m = X_val.shape[0]
-    chunk = min(m, batch_X.shape[0])
-    validation_views = full
-    if m and chunk == m:  # one pass over the validation set: its views made once
-        validation_views = _batch_views(layers, activations, deltas, X_val[:m], m)
+    m = y_val.shape[0]
+    chunk = min(m, batch_y.shape[0])
     for epoch in range(orders.shape[0]):
         for i in range(parameters.size):
             epoch_start[i] = parameters[i]
-        order = orders[epoch]
         total_loss = 0.0
         samples_right = labels_right = 0
         batch = 0
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             batch += 1
-            rows = order[start : start + count]
+            rows = _vector(orders, epoch * n + start, count)
+            x = _matrix(batch_X, 0, count, features)
             if weighting & SAMPLE_WEIGHT:
-                gather_rows(X, y, sample_weight, rows, batch_X, batch_y, batch_weight)
+                gather_rows(X, y, sample_weight, rows, x, batch_y, batch_weight)
             else:
-                gather_rows(X, y, None, rows, batch_X, batch_y, None)
-            views = full if count == batch_size else partial
-            targets = batch_y[:count]
-            _forward(layers, weights, views)
-            scores, delta = views[1][last], views[2][last]
-            total = _loss_sum(element, scores, targets, batch_weight[:count],  # noqa: F821 (global below)
+                gather_rows(X, y, None, rows, x, batch_y, None)
+            targets = _matrix(batch_y, 0, count, columns)
+            _forward(layers, parameters, activations, x, count, linear_work)
+            scores = _side(layers, last, OUTPUT, activations, x, count)
+            delta = _delta(layers, last, GRAD_OUT, deltas, count)
+            total = _loss_sum(element, scores, targets, batch_weight,  # noqa: F821 (global below)
                               label_weight, pos_weight, weighting, params, delta, True,
                               loss_work)  # fmt: skip
             loss = real(total / (count * columns))
@@ -441,7 +521,8 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
             samples, labels = count_correct(scores, targets, threshold)
             samples_right += samples
             labels_right += labels
-            _backward(layers, first, weights, weight_grads, views)
+            _backward(layers, first, parameters, gradients, activations, deltas, x,
+                      count, linear_work)  # fmt: skip
             if l2 != 0.0:
                 squares = add_l2(parameters, gradients, l2_ranges, real(l2 / count))
                 loss = loss + real(l2 / (2 * count) * squares)
@@ -458,15 +539,13 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
         if m:
             for start in range(0, m, chunk):
                 count = min(chunk, m - start)
-                views = validation_views
-                if chunk < m:
-                    views = _batch_views(
-                        layers, activations, deltas, X_val[start : start + count], count
-                    )
-                _forward(layers, weights, views)
+                x = _matrix(X_val, start * features, count, features)
+                _forward(layers, parameters, activations, x, count, linear_work)
+                scores = _side(layers, last, OUTPUT, activations, x, count)
                 if count < m:
-                    val_scores[start : start + count] = views[1][last]
-            scores = val_scores if chunk < m else views[1][last]
+                    val_scores[start : start + count] = scores
+            if chunk < m:
+                scores = _matrix(val_scores, 0, m, columns)
             total = _loss_sum(element, scores, y_val, batch_weight, label_weight,  # noqa: F821
                               pos_weight, 0, params, scores, False, loss_work)  # fmt: skip
             logs[epoch, 3] = real(total / (m * columns))
@@ -627,7 +706,7 @@ class CompiledFit:
         val_scores = np.empty(
             (X_val.shape[0] if X_val.shape[0] > rows else 0, columns), dtype
         )
-        self.validation = (X_val, y_val, val_scores)
+        self.validation = (np.ascontiguousarray(X_val).reshape(-1), y_val, val_scores)
         flat = network._flat_parameters
         self.epoch_start = np.empty_like(flat)
         self.model = (
@@ -637,19 +716,24 @@ class CompiledFit:
             self.epoch_start,
             network._weight_ranges,
         )
+        linear = [layer for layer in network.layers if type(layer) is Linear]
         state = optimizer._flat_state
         self.state = (state + (state[-1],) * 3)[:3]
         blocks = -(-max(rows, X_val.shape[0]) * columns // _config.BLOCK)
         self.work = (
             np.empty(used, dtype),
             np.empty(used_deltas, dtype),
-            np.empty((rows, X.shape[1]), dtype),
+            np.empty(rows * X.shape[1], dtype),
             np.empty((rows, columns), dtype),
             np.empty((rows, 1), dtype) if weight is not None else placeholder,
             np.empty(_config.BLOCK, dtype),
             np.empty(_config.BLOCK // 2),
             np.empty(blocks),
             np.empty(blocks + 1),
+            np.empty(
+                max(layer.in_features * layer.out_features for layer in linear), dtype
+            ),
+            np.empty(max((layer.out_features for layer in linear), default=1)),
         )
         settings = np.zeros(SETTINGS)
         settings[[L2, THRESHOLD, BATCH_SIZE, FIRST]] = (

@@ -16,9 +16,11 @@ delta arrays are allocated once per fit):
 
 Each layer's math is written once, as Numba kernels on 2-d C-contiguous arrays that its
 ``forward`` and ``backward`` call and that compiled training (:mod:`numbce.nn.compiled`)
-calls from its own loop: :class:`Linear`'s ``forward_kernel(x, weight, bias, out)`` and
-``backward_kernel(grad_output, x, weight, weight_grad, bias_grad, grad_input)`` (``grad_input``
-None: not computed); an activation's ``forward_kernel(x, out)`` and
+calls from its own loop: :class:`Linear`'s ``forward_kernel(x, weight, bias, out, work)``
+and ``backward_kernel(grad_output, x, weight, weight_grad, bias_grad, grad_input, work,
+totals)`` (``grad_input`` None: not computed; ``work`` and ``totals`` the workspaces its
+loops use instead of allocating: in * out elements of the dtype and out float64 ones);
+an activation's ``forward_kernel(x, out)`` and
 ``backward_kernel(grad_output, out, grad_input)`` (``out`` its output); :class:`Flatten` is
 the identity on (n, features) data.
 
@@ -41,51 +43,107 @@ INITS = ("kaiming_uniform", "glorot_uniform")
 """Weight initialisations of :class:`Linear`: PyTorch's default and Keras' default."""
 
 
+SMALL_PRODUCT = 1 << 16
+"""Multiply-adds of a product at and below which :class:`Linear` multiplies in its own
+loops rather than calling BLAS: a BLAS call costs 0.15-0.4 us before any arithmetic, and
+a step of a small network makes several (the loops vectorize along a row, summing every
+element's terms in a fixed order)."""
+
 NARROW = 8
-"""Input features below which :class:`Linear`'s weight gradient is a Numba loop rather
-than BLAS, for products of at most :data:`NARROW_PRODUCT` multiply-adds: BLAS spends
-about 1 us on the (out, n) x (n, in) product of a 2-feature layer, the loop a third."""
+"""Features below which a small product of :class:`Linear` is a Numba loop rather than
+BLAS (BLAS spends 0.2-0.6 us on the product of a 2-feature layer): with fewer inputs,
+the forward pass and the weight gradient (their loops run along the outputs, W or dW
+transposed in a workspace); with fewer outputs, d loss / d input (along the inputs)."""
 
-NARROW_PRODUCT = 1 << 16
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _linear_forward(x, weight, bias, out):
-    """``out = x W^T + b``: x (n, in), W (out, in), b (out,), out (n, out)."""
-    np.dot(x, weight.T, out)
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
+# The loops index with unsigned integers: a signed index computed in the loop (k + 1,
+# start + j) costs a wraparound test per element that keeps the loop from vectorizing.
+
+
+@numba.njit(**_JIT)
+def _linear_forward(x, weight, bias, out, work):
+    """``out = x W^T + b``: x (n, in), W (out, in), b (out,), out (n, out); ``work`` a
+    buffer of at least in * out elements of the dtype. BLAS, but for a narrow input (see
+    :data:`NARROW`): then each output sums its terms in order of the inputs, W
+    transposed into ``work``, in a loop along the outputs. Then the bias is added."""
+    n, fan_in = x.shape
+    fan_out = weight.shape[0]
+    rows, inputs, outputs = np.uint64(n), np.uint64(fan_in), np.uint64(fan_out)
+    if fan_in >= NARROW or n * fan_in * fan_out > SMALL_PRODUCT:
+        np.dot(x, weight.T, out)
+    else:
+        for k in range(inputs):
+            start = k * outputs
+            for j in range(outputs):
+                work[start + j] = weight[j, k]
+        for i in range(rows):
+            value = x[i, 0]
+            for j in range(outputs):
+                out[i, j] = value * work[j]
+            for k in range(np.uint64(1), inputs):
+                value = x[i, k]
+                start = k * outputs
+                for j in range(outputs):
+                    out[i, j] += value * work[start + j]
+    for i in range(rows):
+        for j in range(outputs):
             out[i, j] += bias[j]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input):
-    """``dW = g^T x``, ``db = column sums of g`` (accumulated in float64) and, unless
-    ``grad_input`` is None, ``dx = g W``; g (n, out), x (n, in), W (out, in). BLAS, but
-    for a narrow input (see :data:`NARROW`): then each element of dW sums its terms over
-    the samples in order, in a loop along the output features."""
+@numba.njit(**_JIT)
+def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input, work,
+                     totals):  # fmt: skip
+    """``dW = g^T x``, ``db = column sums of g`` (accumulated in float64, in
+    ``totals``, at least out elements) and, unless ``grad_input`` is None, ``dx = g W``;
+    g (n, out), x (n, in), W (out, in); ``work`` as for :func:`_linear_forward`. BLAS,
+    but for a narrow input or output (see :data:`NARROW`): then each element of dW sums
+    its terms over the samples in order (in ``work``, transposed, in a loop along the
+    outputs), and each element of dx its terms over the outputs in order (in a loop
+    along the inputs)."""
     n, fan_out = grad_output.shape
     fan_in = x.shape[1]
-    if fan_in < NARROW and n * fan_in * fan_out <= NARROW_PRODUCT:
-        transposed = np.zeros((fan_in, fan_out), dtype=weight_grad.dtype)
-        for i in range(n):
-            for k in range(fan_in):
-                value = x[i, k]
-                for j in range(fan_out):
-                    transposed[k, j] += value * grad_output[i, j]
-        for j in range(fan_out):
-            for k in range(fan_in):
-                weight_grad[j, k] = transposed[k, j]
-    else:
+    rows, inputs, outputs = np.uint64(n), np.uint64(fan_in), np.uint64(fan_out)
+    one = np.uint64(1)
+    small = n * fan_in * fan_out <= SMALL_PRODUCT
+    if fan_in >= NARROW or not small:
         np.dot(grad_output.T, x, weight_grad)
-    totals = np.zeros(fan_out)
-    for i in range(n):
-        for j in range(fan_out):
+    else:
+        for k in range(inputs):
+            value = x[0, k]
+            start = k * outputs
+            for j in range(outputs):
+                work[start + j] = value * grad_output[0, j]
+        for i in range(one, rows):
+            for k in range(inputs):
+                value = x[i, k]
+                start = k * outputs
+                for j in range(outputs):
+                    work[start + j] += value * grad_output[i, j]
+        for j in range(outputs):
+            for k in range(inputs):
+                weight_grad[j, k] = work[k * outputs + j]
+    for j in range(outputs):
+        totals[j] = 0.0
+    for i in range(rows):
+        for j in range(outputs):
             totals[j] += grad_output[i, j]
-    for j in range(fan_out):
+    for j in range(outputs):
         bias_grad[j] = totals[j]
-    if grad_input is not None:
+    if grad_input is None:
+        return
+    if fan_out >= NARROW or not small:
         np.dot(grad_output, weight, grad_input)
+        return
+    for i in range(rows):
+        value = grad_output[i, 0]
+        for k in range(inputs):
+            grad_input[i, k] = value * weight[0, k]
+        for j in range(one, outputs):
+            value = grad_output[i, j]
+            for k in range(inputs):
+                grad_input[i, k] += value * weight[j, k]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -138,7 +196,7 @@ def _tanh_backward(grad_output, out, grad_input):
             grad_input[i, j] = grad_output[i, j] * (1 - out[i, j] * out[i, j])
 
 
-_BUFFERS = ("_output", "_grad_input", "_input", "_out")
+_BUFFERS = ("_output", "_grad_input", "_input", "_out", "_work", "_totals")
 """Attributes that hold a batch's data: a layer's workspace, never pickled."""
 
 
@@ -286,6 +344,8 @@ class Linear(Layer):
         self._grad_input = (
             np.empty((rows, self.in_features), dtype) if input_grad else None
         )
+        self._work = np.empty(self.in_features * self.out_features, dtype)
+        self._totals = np.empty(self.out_features)
         return (self.out_features,)
 
     forward_kernel = staticmethod(_linear_forward)
@@ -296,7 +356,7 @@ class Linear(Layer):
         if n > self._rows:
             self.allocate(n, x.shape[1:], x.dtype, True)
         out = self._output[:n]
-        self.forward_kernel(x, self.weight, self.bias, out)
+        self.forward_kernel(x, self.weight, self.bias, out, self._work)
         self._input = x
         return out
 
@@ -311,6 +371,8 @@ class Linear(Layer):
             self.weight_grad,
             self.bias_grad,
             grad_input,
+            self._work,
+            self._totals,
         )
         return grad_input
 
