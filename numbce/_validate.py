@@ -314,9 +314,35 @@ def validate(
     out=None,
     **options,
 ) -> Request:
+    """Check one call of ``family``, options by name (``options``: the family's; others
+    raise TypeError). See :func:`check`."""
+    values = tuple(
+        options.pop(option.name, option.default) for option in family.options
+    )
+    if options:
+        raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
+    return check(family, outputs, input, target, weight, pos_weight, reduction,
+                 grad_output, size_average, reduce, out, values)  # fmt: skip
+
+
+def check(
+    family: Family,
+    outputs: Outputs,
+    input,
+    target,
+    weight,
+    pos_weight,
+    reduction: str,
+    grad_output,
+    size_average,
+    reduce,
+    out,
+    option_values: tuple,
+) -> Request:
     """Check one call of ``family``; ``input``/``target`` are arrays of one kind (NumPy
-    arrays already converted). A NumPy float target wider than the input is range-checked
-    here, before rounding could bring it into [0, 1]. ``out``: see :func:`check_out`."""
+    arrays already converted), ``option_values`` the family's options in the order of
+    ``family.options``. A NumPy float target wider than the input is range-checked here,
+    before rounding could bring it into [0, 1]. ``out``: see :func:`check_out`."""
     dtype = compute_dtype(input.dtype)
     if target.dtype != dtype:
         check_real_dtype(target.dtype, "target")
@@ -327,18 +353,14 @@ def validate(
         check_same_shape("target", tuple(target.shape), shape)
     if reduction not in REDUCTIONS or size_average is not None or reduce is not None:
         reduction = check_reduction(reduction, size_average, reduce)
-    if (
-        reduction != "none"
-        and not isinstance(grad_output, float)
-        and np.ndim(grad_output)
-    ):
-        raise ValueError(
-            f"grad_output must be a scalar for reduction={reduction!r}, "
-            f"got shape {tuple(np.shape(grad_output))}"
-        )
     if type(grad_output) is not float:
+        if reduction != "none" and np.ndim(grad_output):
+            raise ValueError(
+                f"grad_output must be a scalar for reduction={reduction!r}, "
+                f"got shape {tuple(np.shape(grad_output))}"
+            )
         grad_output = _operand("grad_output", grad_output, shape, check_same_shape)
-    params = _params(family, options) if family.options or options else _NO_PARAMS
+    params = _params(family, option_values) if option_values else _NO_PARAMS
     result_dtype = (
         input.dtype if input.dtype.isnative else input.dtype.newbyteorder("=")
     )
@@ -369,24 +391,19 @@ _PARAMS: dict[tuple, tuple] = {}
 """Kernel parameters of checked float option values, by family and values."""
 
 
-def _params(family: Family, options: dict) -> tuple:
-    """The family's kernel parameters (padded to :data:`MAX_PARAMS`) from its options,
-    each checked (checks of float values are cached); other options raise TypeError."""
-    key = [family.name]
-    cacheable = True
-    for option in family.options:
-        value = options.pop(option.name, option.default)
-        cacheable = cacheable and type(value) is float
-        key.append(value)
-    if options:
-        raise TypeError(f"{family.name}() got unexpected options {sorted(options)}")
-    key = tuple(key)
-    params = _PARAMS.get(key) if cacheable else None
+def _params(family: Family, values: tuple) -> tuple:
+    """The family's kernel parameters (padded to :data:`MAX_PARAMS`) from its option
+    ``values``, each checked; kept by value and type (1.0 never answers for True)."""
+    key = (family.name, values, tuple(map(type, values)))
+    try:
+        params = _PARAMS.get(key)
+    except TypeError:  # an unhashable value (an array): checked every time
+        key = params = None
     if params is None:
         checked = {option.name: option.check(value)
-                   for option, value in zip(family.options, key[1:])}  # fmt: skip
+                   for option, value in zip(family.options, values)}  # fmt: skip
         params = (*family.params(**checked), 0.0, 0.0, 0.0)[:MAX_PARAMS]
-        if cacheable and len(_PARAMS) < 1024:
+        if key is not None and len(_PARAMS) < 1024:
             _PARAMS[key] = params
     return params
 

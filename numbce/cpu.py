@@ -395,14 +395,13 @@ per-call lookup stays cheap)."""
 
 
 def _scalars(values: tuple) -> np.ndarray:
-    """The kernel's float64 ``scalars`` argument (cached by value: calls in a loop repeat
-    them; the kernels never write it)."""
-    array = _SCALARS.get(values)
-    if array is None:
-        array = np.array(values)
-        if len(_SCALARS) >= 256:
-            _SCALARS.clear()
-        _SCALARS[values] = array
+    """The kernel's float64 ``scalars`` argument from ``(weight, pos_weight, grad_scale,
+    row, params)``, kept in :data:`_SCALARS` by value (calls in a loop repeat them; the
+    kernels never write it)."""
+    array = np.array((*values[:4], *values[4]))
+    if len(_SCALARS) >= 256:
+        _SCALARS.clear()
+    _SCALARS[values] = array
     return array
 
 
@@ -438,29 +437,34 @@ def run(request: Request):
             pos_weight, shape, dtype
         )
     reduction, grad_output = request.reduction, request.grad_output
-    store_loss = outputs.loss and reduction == "none"
-    reduce_loss = outputs.loss and reduction != "none"
-    derivatives = outputs.grad or outputs.hess
+    loss_asked, grad_asked, hess_asked = outputs.loss, outputs.grad, outputs.hess
+    store_loss = loss_asked and reduction == "none"
+    reduce_loss = loss_asked and not store_loss
+    derivatives = grad_asked or hess_asked
     grad_output_array = derivatives and type(grad_output) is not float
     parallel = n >= _config.PARALLEL_THRESHOLD
-    key = (request.family.name, dtype, store_loss, reduce_loss, outputs.grad,
-           outputs.hess, weight_layout, pos_weight_layout, grad_output_array,
+    key = (request.family.name, dtype.char, store_loss, reduce_loss, grad_asked,
+           hess_asked, weight_layout, pos_weight_layout, grad_output_array,
            parallel)  # fmt: skip
     compiled = _KERNELS.get(key)
     if compiled is None:
-        compiled = _KERNELS[key] = _compiled(Variant(key[0], dtype.name, *key[2:]))
+        variant = Variant(key[0], dtype.name, *key[2:])
+        compiled = _KERNELS[key] = _compiled(variant)
     kernel, pick = compiled
     nblocks = -(-n // _config.BLOCK)
     grad_scale = request.grad_scale if derivatives else 1.0
-    scalars = _scalars((weight_value, pos_weight_value, grad_scale,
-                        shape[-1] if shape else 1, *request.params))  # fmt: skip
+    scalars = (weight_value, pos_weight_value, grad_scale, shape[-1] if shape else 1,
+               request.params)  # fmt: skip
+    scalar_array = _SCALARS.get(scalars)
+    if scalar_array is None:
+        scalar_array = _scalars(scalars)
     out = request.out
     loss_out, loss = _buffer(out[0], n, dtype) if store_loss else (placeholder, None)
-    grad_out, grad = _buffer(out[1], n, dtype) if outputs.grad else (placeholder, None)
-    hess_out, hess = _buffer(out[2], n, dtype) if outputs.hess else (placeholder, None)
+    grad_out, grad = _buffer(out[1], n, dtype) if grad_asked else (placeholder, None)
+    hess_out, hess = _buffer(out[2], n, dtype) if hess_asked else (placeholder, None)
     grad_output = _flat(grad_output, dtype) if grad_output_array else placeholder
     blocks_out = np.empty((2, nblocks))
-    arguments = pick((x, y, weight, pos_weight, grad_output, scalars,
+    arguments = pick((x, y, weight, pos_weight, grad_output, scalar_array,
                       loss_out, grad_out, hess_out, blocks_out))  # fmt: skip
     if parallel:
         with PARALLEL_LAUNCH:
@@ -471,7 +475,10 @@ def run(request: Request):
         _raise_range_error(request, x, y, blocks_out[1].astype(np.uint8))
 
     if reduce_loss:
-        sums = blocks_out[0]
-        total = sums.item(0) if nblocks == 1 else _validate.exact_sum(sums.tolist())
-        loss = _validate.finish(total, n, reduction)
+        total = (
+            blocks_out.item(0)
+            if nblocks == 1
+            else _validate.exact_sum(blocks_out[0].tolist())
+        )
+        loss = total if reduction == "sum" else _validate.finish(total, n, reduction)
     return loss, grad, hess

@@ -82,14 +82,31 @@ def array_kind(a) -> str:
     return "cuda" if _validate.is_cuda_array(a) else "numpy"
 
 
-def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple:
-    """Validate one call and run it on the backend of ``input``'s kind: ``(loss, grad,
-    hess)``, each None unless asked for."""
+def compute(
+    family: Family,
+    outputs: Outputs,
+    input,
+    target,
+    weight,
+    pos_weight,
+    reduction: str,
+    grad_output,
+    size_average,
+    reduce,
+    out,
+    option_values: tuple,
+) -> tuple:
+    """Validate one call (the family's options are ``option_values``, in the order of
+    ``family.options``) and run it on the backend of ``input``'s kind: ``(loss, grad,
+    hess)``, each None unless asked for. Positional: the public functions call it on
+    every call."""
     kind = array_kind(input)
     if kind == "numpy":
         x = input if type(input) is np.ndarray else np.asarray(input)
         y = target if type(target) is np.ndarray else np.asarray(target)
-        request = _validate.validate(family, outputs, x, y, **options)
+        request = _validate.check(family, outputs, x, y, weight, pos_weight, reduction,
+                                  grad_output, size_average, reduce, out,
+                                  option_values)  # fmt: skip
         loss, grad, hess = cpu.run(request)
         loss_out, grad_out, hess_out = request.out
         shaped = request.shaped
@@ -98,7 +115,7 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
             None if grad is None else shaped(grad, grad_out),
             None if hess is None else shaped(hess, hess_out),
         )
-    if options.get("out") is not None:
+    if out is not None:
         raise TypeError(
             f"out= takes NumPy arrays only; {kind} arrays allocate their results"
         )
@@ -106,7 +123,11 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         from numbce import cuda as backend
     else:
         from numbce import dask as backend
-    return backend.compute(family, outputs, input, target, **options)
+    options = dict(zip((option.name for option in family.options), option_values))
+    return backend.compute(family, outputs, input, target, weight=weight,
+                           pos_weight=pos_weight, reduction=reduction,
+                           grad_output=grad_output, size_average=size_average,
+                           reduce=reduce, **options)  # fmt: skip
 
 
 def _defaults(family: Family) -> dict:
@@ -201,8 +222,16 @@ def _function(family: Family, suffix: str) -> Callable:
     names = (*names, "out") if "*" in names else (*names, "*", "out")
     signature = _signature(family, names, _defaults(family))
     picks = [i for i, wanted in enumerate(astuple_outputs(outputs)) if wanted]
-    options = ", ".join(f"{p}={p}" for p in list(signature.parameters)[2:])
-    body = f"_pick(compute(_family, _outputs, input, target, {options}))"
+    common = ("weight", "pos_weight", "reduction", "grad_output", "size_average",
+              "reduce", "out")  # fmt: skip
+    defaults = _defaults(family)
+    passed = [name if name in signature.parameters else repr(defaults[name])
+              for name in common]  # fmt: skip
+    option_values = "".join(f"{option.name}, " for option in family.options)
+    body = (
+        f"_pick(compute(_family, _outputs, input, target, {', '.join(passed)}, "
+        f"({option_values})))"
+    )
     namespace = {"compute": compute, "_family": family, "_outputs": outputs,
                  "_pick": operator.itemgetter(*picks)}  # fmt: skip
     function = _define(name, signature, body, namespace)
