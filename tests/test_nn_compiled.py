@@ -373,3 +373,15 @@ def test_read_only_training_data_shares_the_compiled_epochs(monkeypatch, data):
     assert data_types and all(
         not array.mutable for types in data_types for array in types
     )
+
+
+@pytest.mark.parametrize("n", [1, 2, 203, 5000])
+def test_one_permuted_call_draws_the_epochs_permutations(n):
+    # Compiled epochs draw all their sample orders in one rng.permuted call; the Python
+    # loop draws rng.permutation(n) per epoch: the same orders, the same generator state.
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    orders = np.empty((6, n), dtype=np.int64)
+    orders[:] = np.arange(n)
+    rng_a.permuted(orders, axis=1, out=orders)
+    np.testing.assert_array_equal(orders, [rng_b.permutation(n) for _ in range(6)])
+    assert rng_a.bit_generator.state == rng_b.bit_generator.state

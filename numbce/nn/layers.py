@@ -53,7 +53,9 @@ NARROW = 8
 """Features below which a small product of :class:`Linear` is a Numba loop rather than
 BLAS (BLAS spends 0.2-0.6 us on the product of a 2-feature layer): with fewer inputs,
 the forward pass and the weight gradient (their loops run along the outputs, W or dW
-transposed in a workspace); with fewer outputs, d loss / d input (along the inputs)."""
+transposed in a workspace); with fewer outputs, the weight gradient and d loss / d input
+(along the inputs). The forward pass of few outputs stays BLAS (a dot product per
+output, which a loop cannot vectorize without reordering its sum)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
@@ -117,16 +119,36 @@ def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input,
     ``totals``, at least out elements) and, unless ``grad_input`` is None, ``dx = g W``;
     g (n, out), x (n, in), W (out, in); ``work`` as for :func:`_linear_forward`. BLAS,
     but for a narrow input or output (see :data:`NARROW`): then each element of dW sums
-    its terms over the samples in order (in ``work``, transposed, in a loop along the
-    outputs), and each element of dx its terms over the outputs in order (in a loop
-    along the inputs)."""
+    its terms over the samples in order (in a loop along the outputs, in ``work``
+    transposed, for a narrow input; else along the inputs), and each element of dx its
+    terms over the outputs in order (in a loop along the inputs)."""
     n, fan_out = grad_output.shape
     fan_in = x.shape[1]
     rows, inputs, outputs = np.uint64(n), np.uint64(fan_in), np.uint64(fan_out)
     one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
     small = n * fan_in * fan_out <= SMALL_PRODUCT
-    if fan_in >= NARROW or not small:
+    if not small or (fan_in >= NARROW and fan_out >= NARROW):
         np.dot(grad_output.T, x, weight_grad)
+    elif fan_in >= NARROW:
+        # Few outputs: along the inputs, four samples per pass.
+        for j in range(outputs):
+            a = grad_output[0, j]
+            for k in range(inputs):
+                weight_grad[j, k] = a * x[0, k]
+            i = one
+            while i + three < rows:
+                a, b = grad_output[i, j], grad_output[i + one, j]
+                c, d = grad_output[i + two, j], grad_output[i + three, j]
+                for k in range(inputs):
+                    weight_grad[j, k] = (
+                        ((weight_grad[j, k] + a * x[i, k]) + b * x[i + one, k])
+                        + c * x[i + two, k]
+                    ) + d * x[i + three, k]
+                i += four
+            for row in range(i, rows):
+                a = grad_output[row, j]
+                for k in range(inputs):
+                    weight_grad[j, k] += a * x[row, k]
     else:
         # Four samples per pass (the same roundings as one pass per sample).
         for k in range(inputs):

@@ -362,8 +362,11 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
     while epoch < epochs:
         count = min(per_call, epochs - epoch)
         orders = np.empty((count, n), dtype=np.int64)
-        for row in orders:
-            row[:] = np.arange(n) if rng is None else rng.permutation(n)
+        orders[:] = np.arange(n)
+        if rng is not None:
+            # Row by row, the draws of rng.permutation(n) (the Python loop's): one
+            # call instead of one per epoch (tests/test_nn_compiled.py checks it).
+            rng.permuted(orders, axis=1, out=orders)
         raw, reason = runner.run(orders)
         for values in raw:
             logs = {
