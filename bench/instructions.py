@@ -73,7 +73,8 @@ def _loop(assembly: str) -> tuple[list[str], int]:
 def measure(family: str, dtype: str, op: str) -> tuple[int, int, str, Counter]:
     """``(instructions, elements per iteration, register kind, opcode counts)``."""
     flags = OPS[op]
-    variant = Variant(family, dtype, *flags, SCALAR, SCALAR, False, False)
+    interleave = FAMILIES[family].vector_interleave[0]  # N = 1e5, the in-cache kernel
+    variant = Variant(family, dtype, *flags, SCALAR, SCALAR, False, False, interleave)
     ones = np.ones(64, dtype=dtype)
     arguments = {"x": ones, "y": ones, "scalars": np.ones(7), "loss_out": ones.copy(),
                  "grad_out": ones.copy(), "hess_out": ones.copy(),

@@ -11,6 +11,12 @@ PARALLEL_THRESHOLD = 2 * BLOCK
 """From two blocks on, the CPU uses its parallel kernel: measured on 2 cores, two threads
 already halve the time of 8192 elements (the launch costs about 2 us, one block 12-30 us)."""
 
+STREAMING_THRESHOLD = 2**22
+"""From this many elements on, the CPU kernels take their family's second
+``vector_interleave`` (data streamed from RAM, not in cache): on the 2-core Zen 5 the
+with-logits kernel at 8 vectors per iteration is the fastest at 3e6 elements and half as
+fast as at 4 at 1e7."""
+
 THREADS_PER_BLOCK = 256
 """CUDA threads per block (a power of two: the block sum is a halving tree)."""
 

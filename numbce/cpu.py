@@ -80,6 +80,9 @@ class Variant:
     pos_weight: str
     grad_output_array: bool
     parallel: bool
+    interleave: (
+        int  # LLVM's loop-vectorizer interleave count (Family.vector_interleave)
+    )
 
 
 @functools.cache
@@ -204,14 +207,14 @@ def _kernel(variant: Variant):
         targetoptions={"nopython": True, "parallel": variant.parallel,
                        "nogil": _JIT["nogil"], "error_model": _JIT["error_model"]},
     )  # fmt: skip
-    kernel.vector_interleave = FAMILIES[variant.family].vector_interleave
+    kernel.vector_interleave = variant.interleave
     kernel.enable_caching()
     return kernel
 
 
 class _InterleavingDispatcher(CPUDispatcher):
     """Numba's CPU dispatcher, compiling with LLVM's loop-vectorizer interleave count set to
-    ``vector_interleave`` (see :class:`numbce.losses.Family`): an LLVM option of the whole
+    ``vector_interleave`` (see :class:`numbce.losses.Family`'s): an LLVM option of the whole
     process, so it is set under Numba's compiler lock and put back to LLVM's default (0,
     the cost model) after the compile. A compiled kernel computes every element the same
     way whatever the count: it changes the speed, never a bit of a result."""
@@ -443,9 +446,10 @@ def run(request: Request):
     derivatives = grad_asked or hess_asked
     grad_output_array = derivatives and type(grad_output) is not float
     parallel = n >= _config.PARALLEL_THRESHOLD
+    interleave = request.family.vector_interleave[n >= _config.STREAMING_THRESHOLD]
     key = (request.family.name, dtype.char, store_loss, reduce_loss, grad_asked,
            hess_asked, weight_layout, pos_weight_layout, grad_output_array,
-           parallel)  # fmt: skip
+           parallel, interleave)  # fmt: skip
     compiled = _KERNELS.get(key)
     if compiled is None:
         variant = Variant(key[0], dtype.name, *key[2:])

@@ -375,7 +375,8 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
             weight=layouts[0][0],
             pos_weight=layouts[1][0],
             grad_output_array=grad_output is not None,
-            parallel=False,
+            parallel=False,  # parallel and interleave: the CPU's
+            interleave=0,
         )
         kernel = _kernel(family, variant, _config.THREADS_PER_BLOCK, _simulator())
         with warnings.catch_warnings():

@@ -230,6 +230,7 @@ def test_fused_kernel_loop_is_vectorized(family, dtype, outputs):
         pos_weight=cpu.SCALAR,
         grad_output_array=False,
         parallel=False,
+        interleave=0,
     )
     kernel = numba.njit(nogil=True, error_model="numpy")(cpu._kernel_body(variant))
     n, one, out = 100, np.ones(1, dtype), np.empty(100, dtype)
@@ -253,7 +254,8 @@ def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
     from numbce import cpu
 
     family = FAMILIES["binary_cross_entropy_with_logits"]
-    assert family.vector_interleave > 1
+    interleave = family.vector_interleave[0]
+    assert interleave > 1
     settings, set_interleave = [], cpu._set_interleave
 
     def record(count):
@@ -262,7 +264,7 @@ def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
 
     monkeypatch.setattr(cpu, "_set_interleave", record)
     variant = cpu.Variant(family.name, np.dtype(dtype).name, True, False, True, True,
-                          cpu.SCALAR, cpu.SCALAR, False, False)  # fmt: skip
+                          cpu.SCALAR, cpu.SCALAR, False, False, interleave)  # fmt: skip
     interleaved = cpu._kernel(variant)
     plain = numba.njit(nogil=True, error_model="numpy")(cpu._kernel_body(variant))
     n = 1000 + 37
@@ -281,10 +283,30 @@ def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
                   "scalars": scalars, "blocks_out": np.empty((2, 1)), **outputs}  # fmt: skip
         kernel(*(values[name] for name in arguments))
         results.append(outputs)
-    assert settings == [family.vector_interleave, 0]
+    assert settings == [interleave, 0]
     for name, got in results[0].items():
         np.testing.assert_array_equal(got.view(f"u{got.itemsize}"),
                                       results[1][name].view(f"u{got.itemsize}"))  # fmt: skip
+
+
+def test_streamed_inputs_take_the_second_interleave(rng, monkeypatch):
+    """From ``STREAMING_THRESHOLD`` elements on, a call runs the kernel compiled with the
+    family's second ``vector_interleave``; the results keep their bits."""
+    from numbce import _config, cpu
+
+    family = FAMILIES["binary_cross_entropy_with_logits"]
+    in_cache, streamed = family.vector_interleave
+    assert in_cache != streamed
+    x = rng.normal(scale=5, size=300).astype(np.float32)
+    y = rng.uniform(size=300).astype(np.float32)
+    f = numbce.binary_cross_entropy_with_logits_value_and_grad
+    expected = f(x, y)
+    monkeypatch.setattr(_config, "STREAMING_THRESHOLD", 256)
+    got = f(x, y)
+    used = {key[-1] for key in cpu._KERNELS if key[0] == family.name}
+    assert {in_cache, streamed} <= used
+    assert got[0] == expected[0]
+    np.testing.assert_array_equal(got[1], expected[1])
 
 
 @pytest.mark.parametrize("weight", [0.0, np.array([0.0, 0.0, 1.0])])

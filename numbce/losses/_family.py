@@ -78,13 +78,15 @@ class Family:
       ``input_grid``: which extreme grid they use ("logits" or "probabilities").
     * ``float32_in_float64``: float32 data is computed in float64 (then rounded), where the
       float32 formulas would lose more than a few ulps.
-    * ``vector_interleave``: how many SIMD vectors the CPU kernel's loop computes at once
-      (LLVM's loop-vectorizer interleave count; 0 leaves it to LLVM's cost model). Formulas
-      that are one long chain of dependent operations (``exp`` then ``log1p``) keep the
-      CPU waiting on latency; more independent vectors in flight fill that time, until
-      the loop outgrows the out-of-order window that hides memory latency for data
-      streamed from RAM. Measure it at N = 1e5 and 1e7 (the kernel benchmarks): it never
-      changes a result.
+    * ``vector_interleave``: ``(in cache, streamed)``, how many SIMD vectors the CPU
+      kernel's loop computes at once (LLVM's loop-vectorizer interleave count; 0 leaves it
+      to LLVM's cost model) for inputs under and from
+      :data:`numbce._config.STREAMING_THRESHOLD` elements. Formulas that are one long
+      chain of dependent operations (``exp`` then ``log1p``) keep the CPU waiting on
+      latency; more independent vectors in flight fill that time, but a loop that
+      outgrows the out-of-order window no longer hides the latency of data streamed from
+      RAM. Measure both at N = 1e5 and 1e7 (the kernel benchmarks): it never changes a
+      result.
     """
 
     name: str
@@ -108,7 +110,7 @@ class Family:
     accuracy_options: tuple[dict, ...]
     input_grid: str
     float32_in_float64: bool = False
-    vector_interleave: int = 0
+    vector_interleave: tuple[int, int] = (0, 0)
 
 
 def real_scalar(name: str, value) -> float:
