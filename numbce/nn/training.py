@@ -357,6 +357,7 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
     one epoch per call, or (``alone``: nothing but History between epochs) as many as
     :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` sample indices allow."""
     network, n = runner.network, runner.n
+    m = 0 if validation is None else validation[0].shape[0]
     per_call = max(1, compiled.MAX_ORDER_ELEMENTS // n) if alone else 1
     epoch = 0
     while epoch < epochs:
@@ -368,22 +369,17 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
             # call instead of one per epoch (tests/test_nn_compiled.py checks it).
             rng.permuted(orders, axis=1, out=orders)
         raw, reason = runner.run(orders)
-        for values in raw:
+        for loss, samples, labels, val_loss, val_samples, val_labels in raw.tolist():
             logs = {
-                "loss": float(values[0]) / n,
-                **_accuracies(network, int(values[1]), int(values[2]), n),
+                "loss": loss / n,
+                **_accuracies(network, int(samples), int(labels), n),
             }
             if validation is not None:
-                m = validation[0].shape[0]
-                logs |= {
-                    "val_loss": float(values[3]),
-                    **{
-                        f"val_{name}": value
-                        for name, value in _accuracies(
-                            network, int(values[4]), int(values[5]), m
-                        ).items()
-                    },
-                }
+                logs["val_loss"] = val_loss
+                for name, value in _accuracies(
+                    network, int(val_samples), int(val_labels), m
+                ).items():
+                    logs[f"val_{name}"] = value
             yield epoch, logs
             epoch += 1
         if reason is not None:
