@@ -65,8 +65,10 @@ def _loop(assembly: str) -> tuple[list[str], int]:
     loop = lines[start : end + 1]
     compare = next(i for i in reversed(loop) if i.startswith("cmpq"))
     index = re.findall(r"%r\w+", compare)  # the loop's counter is compared to its end
-    steps = [int(m.group(1)) for i in loop
-             if (m := re.match(r"addq\s+\$(\d+), (%r\w+)$", i)) and m.group(2) in index]  # fmt: skip
+    # The step: "addq $64, %r11", or "subq $-128, %r11" (128 does not fit in a byte)
+    steps = [(1 if m.group(1) == "add" else -1) * int(m.group(2)) for i in loop
+             if (m := re.match(r"(add|sub)q\s+\$(-?\d+), (%r\w+)$", i))
+             and m.group(3) in index]  # fmt: skip
     return loop, steps[-1]
 
 
