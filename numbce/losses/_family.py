@@ -83,10 +83,10 @@ class Family:
       to LLVM's cost model) for inputs under and from
       :data:`numbce._config.STREAMING_THRESHOLD` elements. Formulas that are one long
       chain of dependent operations (``exp`` then ``log1p``) keep the CPU waiting on
-      latency; more independent vectors in flight fill that time, but a loop that
-      outgrows the out-of-order window no longer hides the latency of data streamed from
-      RAM. Measure both at N = 1e5 and 1e7 (the kernel benchmarks): it never changes a
-      result.
+      latency; more independent vectors in flight fill that time, but too many can slow
+      a loop over data streamed from RAM (likely: its iteration outgrows the
+      out-of-order window that hides memory latency). Measure both at N = 1e5 and 1e7
+      (the kernel benchmarks): it never changes a result.
     """
 
     name: str
