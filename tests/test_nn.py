@@ -186,7 +186,15 @@ def _in_order(terms):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("n", "fan_in", "fan_out"),
-    [(32, 2, 100), (7, 3, 1), (5, 20, 1), (9, 7, 12), (32, 100, 1), (6, 30, 5)],
+    [
+        (32, 2, 100),
+        (5, 2, 9),
+        (7, 3, 1),
+        (5, 20, 1),
+        (9, 7, 12),
+        (32, 100, 1),
+        (6, 30, 5),
+    ],
 )
 def test_linear_loops_sum_in_order(rng, dtype, n, fan_in, fan_out):
     # Narrow layers (fewer than NARROW inputs or outputs) multiply in Numba loops, not

@@ -84,7 +84,17 @@ def _linear_forward(x, weight, bias, out, work):
         # as one pass per term and one for the bias, fewer loads and stores.
         one, two = np.uint64(1), np.uint64(2)
         last = inputs - one
-        for i in range(rows):
+        paired = np.uint64(0)
+        if inputs == two:  # two rows per pass: W and b loaded once for both
+            paired = rows - rows % two
+            for i in range(np.uint64(0), paired, two):
+                a, c = x[i, 0], x[i, 1]
+                d, e = x[i + one, 0], x[i + one, 1]
+                for j in range(outputs):
+                    w, v, b = work[j], work[outputs + j], bias[j]
+                    out[i, j] = (a * w + c * v) + b
+                    out[i + one, j] = (d * w + e * v) + b
+        for i in range(paired, rows):
             a = x[i, 0]
             if inputs == one:
                 for j in range(outputs):
