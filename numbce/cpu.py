@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import operator
 import pathlib
+import textwrap
 import threading
 import types
 from dataclasses import astuple, dataclass
@@ -161,12 +163,12 @@ def _tree_sum(values, count, scratch):
 
 ARGUMENTS = ("x", "y", "weight", "pos_weight", "grad_output", "scalars",
              "loss_out", "grad_out", "hess_out", "blocks_out")  # fmt: skip
-"""Every argument of :func:`_kernel_body`, in order."""
+"""The arguments of :func:`_kernel_body`, in order."""
 
 
 def kernel_arguments(variant: Variant) -> tuple[str, ...]:
-    """The arguments :func:`_kernel` takes for ``variant``: those of :data:`ARGUMENTS` it
-    reads or writes (each array argument costs the call about 0.06 us)."""
+    """The arguments the compiled kernel of ``variant`` takes: those of :data:`ARGUMENTS`
+    it reads or writes (an array argument costs a call from Python about 0.06 us)."""
     unused = {
         "weight": variant.weight == SCALAR,
         "pos_weight": variant.pos_weight == SCALAR,
@@ -178,27 +180,35 @@ def kernel_arguments(variant: Variant) -> tuple[str, ...]:
     return tuple(name for name in ARGUMENTS if not unused.get(name, False))
 
 
-def _kernel(variant: Variant):
-    """The compiled kernel of ``variant``: :func:`_kernel_body` inlined into a function
-    taking only :func:`kernel_arguments` (the others are a 1-element array it never
-    touches), generated like :mod:`dataclasses`' ``__init__``."""
-    arguments = kernel_arguments(variant)
-    passed = [name if name in arguments else "unused" for name in ARGUMENTS]
-    source = (
-        f"def kernel({', '.join(arguments)}):\n"
-        + (
-            "    unused = np.empty(1, x.dtype)\n"
-            if len(arguments) < len(ARGUMENTS)
-            else ""
-        )
-        + f"    return body({', '.join(passed)})\n"
-    )
-    body = numba.njit(**_INLINE)(_kernel_body(variant))
-    # Compiled as if from this file, so that Numba's cache can locate it; the name gives
-    # each variant its own cache file.
-    scope = {"np": np, "body": body, "__name__": __name__}
+def _narrowed(function, arguments: tuple[str, ...]):
+    """:func:`_kernel_body`'s ``function`` recompiled from its own source with only
+    ``arguments``; each other argument is one 1-element array made inside, never touched
+    (a wrapper taking fewer arguments would compile the loop twice). Its closure's values
+    become globals, Numba's compile-time constants either way; the two lines of the
+    header stay two, so line numbers in errors are the file's."""
+    code = function.__code__
+    lines = inspect.getsource(function).splitlines(keepends=True)
+    header = next(i for i, line in enumerate(lines) if "):" in line) + 1
+    assert header == 2, "the kernel's header is two lines"
+    unused = [name for name in ARGUMENTS if name not in arguments]
+    setup = "; ".join([f"{name} = unused" for name in unused])
+    source = "".join(
+        ["\n" * (code.co_firstlineno - 1),
+         f"def kernel({', '.join(arguments)}):\n",
+         f"    unused = np.empty(1, x.dtype); {setup}\n" if unused else "    pass\n",
+         *textwrap.dedent("".join(lines)).splitlines(keepends=True)[header:]]
+    )  # fmt: skip
+    scope = {**function.__globals__,
+             **{name: cell.cell_contents
+                for name, cell in zip(code.co_freevars, function.__closure__)}}  # fmt: skip
     exec(compile(source, __file__, "exec"), scope)  # noqa: S102
-    function = scope["kernel"]
+    return scope["kernel"]
+
+
+def _kernel(variant: Variant):
+    """The compiled kernel of ``variant``: :func:`_kernel_body` taking only
+    :func:`kernel_arguments`, cached, with its interleave count."""
+    function = _narrowed(_kernel_body(variant), kernel_arguments(variant))
     key = hashlib.sha1(repr((astuple(variant), _SOURCE_HASH)).encode()).hexdigest()
     function.__qualname__ = f"kernel_{variant.family}_{key[:16]}"
     kernel = _InterleavingDispatcher(
@@ -237,7 +247,8 @@ def _set_interleave(count: int) -> None:
 
 
 def _kernel_body(variant: Variant):
-    """The kernel of ``variant`` as a Python function for Numba to compile.
+    """The kernel of ``variant`` as a Python function for Numba to compile, taking every
+    one of :data:`ARGUMENTS` (:func:`_kernel` compiles it with fewer).
 
     Arguments: ``x, y`` flat arrays of the compute dtype; ``weight, pos_weight`` flat arrays
     laid out per the variant (any 1-element array where SCALAR); ``grad_output`` a flat
@@ -391,16 +402,9 @@ def _buffer(out, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return (out if out.ndim == 1 else out.reshape(-1)), out
 
 
-def _compiled(variant: Variant) -> tuple:
-    """``(kernel, pick)``: the compiled kernel of ``variant`` and what picks its arguments
-    from a tuple of all :data:`ARGUMENTS`."""
-    positions = [ARGUMENTS.index(name) for name in kernel_arguments(variant)]
-    return _kernel(variant), operator.itemgetter(*positions)
-
-
 _KERNELS: dict[tuple, tuple] = {}
-""":func:`_compiled` kernels by the fields of their :class:`Variant` (a tuple: the
-per-call lookup stays cheap)."""
+"""``(compiled kernel, what picks its arguments from all of ARGUMENTS)`` by the fields of
+its :class:`Variant` (a tuple: the per-call lookup stays cheap)."""
 
 
 def _scalars(values: tuple) -> np.ndarray:
@@ -459,7 +463,8 @@ def run(request: Request):
     compiled = _KERNELS.get(key)
     if compiled is None:
         variant = Variant(key[0], dtype.name, *key[2:])
-        compiled = _KERNELS[key] = _compiled(variant)
+        positions = [ARGUMENTS.index(name) for name in kernel_arguments(variant)]
+        compiled = _KERNELS[key] = (_kernel(variant), operator.itemgetter(*positions))
     kernel, pick = compiled
     nblocks = -(-n // _config.BLOCK)
     grad_scale = request.grad_scale if derivatives else 1.0
