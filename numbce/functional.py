@@ -82,31 +82,17 @@ def array_kind(a) -> str:
     return "cuda" if _validate.is_cuda_array(a) else "numpy"
 
 
-def compute(
-    family: Family,
-    outputs: Outputs,
-    input,
-    target,
-    weight,
-    pos_weight,
-    reduction: str,
-    grad_output,
-    size_average,
-    reduce,
-    out,
-    option_values: tuple,
-) -> tuple:
-    """Validate one call (the family's options are ``option_values``, in the order of
-    ``family.options``) and run it on the backend of ``input``'s kind: ``(loss, grad,
-    hess)``, each None unless asked for. Positional: the public functions call it on
-    every call."""
+def compute(family: Family, outputs: Outputs, input, target, *call) -> tuple:
+    """Validate one call and run it on the backend of ``input``'s kind: ``(loss, grad,
+    hess)``, each None unless asked for. ``call`` is ``(weight, pos_weight, reduction,
+    grad_output, size_average, reduce, out, option_values)`` as
+    :func:`numbce._validate.check` takes it (positional: the public functions call this on
+    every call)."""
     kind = array_kind(input)
     if kind == "numpy":
         x = input if type(input) is np.ndarray else np.asarray(input)
         y = target if type(target) is np.ndarray else np.asarray(target)
-        request = _validate.check(family, outputs, x, y, weight, pos_weight, reduction,
-                                  grad_output, size_average, reduce, out,
-                                  option_values)  # fmt: skip
+        request = _validate.check(family, outputs, x, y, *call)
         loss, grad, hess = cpu.run(request)
         loss_out, grad_out, hess_out = request.out
         shaped = request.shaped
@@ -115,6 +101,7 @@ def compute(
             None if grad is None else shaped(grad, grad_out),
             None if hess is None else shaped(hess, hess_out),
         )
+    weight, pos_weight, reduction, grad_output, size_average, reduce, out, values = call
     if out is not None:
         raise TypeError(
             f"out= takes NumPy arrays only; {kind} arrays allocate their results"
@@ -123,7 +110,7 @@ def compute(
         from numbce import cuda as backend
     else:
         from numbce import dask as backend
-    options = dict(zip((option.name for option in family.options), option_values))
+    options = dict(zip((option.name for option in family.options), values))
     return backend.compute(family, outputs, input, target, weight=weight,
                            pos_weight=pos_weight, reduction=reduction,
                            grad_output=grad_output, size_average=size_average,
