@@ -246,9 +246,9 @@ def test_fused_kernel_loop_is_vectorized(family, dtype, outputs):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
     """A family with ``vector_interleave`` compiles its kernel with LLVM's interleave count
-    set, then put back to LLVM's default; the kernel gives the same bits as the same loop
-    compiled without it, on a length that leaves a remainder after the interleaved
-    vectors, with extreme and special logits."""
+    set, then put back to LLVM's default; the kernel gives the same bits (a nan stays a
+    nan) as the same loop compiled without it, on a length that leaves a remainder after
+    the interleaved vectors, with extreme and special logits."""
     import numba
 
     from numbce import cpu
@@ -285,8 +285,12 @@ def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
         results.append(list(outputs.values()))
     assert settings == [interleave, 0]
     for got, expected in zip(*results):
-        np.testing.assert_array_equal(got.view(f"u{got.itemsize}"),
-                                      expected.view(f"u{got.itemsize}"))  # fmt: skip
+        # A nan's sign may differ (without FMA, x86 makes a new nan negative, and LLVM may
+        # order the operands of one operation differently): nan, nothing more, is kept.
+        nan = np.isnan(expected)
+        np.testing.assert_array_equal(np.isnan(got), nan)
+        np.testing.assert_array_equal(got[~nan].view(f"u{got.itemsize}"),
+                                      expected[~nan].view(f"u{got.itemsize}"))  # fmt: skip
 
 
 def test_streamed_inputs_take_the_second_interleave(rng, monkeypatch):
