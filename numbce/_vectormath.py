@@ -18,8 +18,10 @@ kernel loop that calls them runs on full SIMD registers (8 float32 or 4 float64 
 
 Each is within 1 ulp (float64) or 1.5 ulp (float32) on the domain the formulas use
 (``tests/test_vectormath.py``, against mpmath).
-The functions are inlined in Numba's IR (``inline="always"``): they take their caller's
-flags, and the numbce kernels use none.
+The functions are compiled on their own, with no fastmath, and inlined by LLVM
+(``forceinline``: its ``alwaysinline``, so a kernel loop still vectorizes). Numba's own
+inlining (``inline="always"``) gives the same machine code, but copies each callee's IR
+at every call site: twelve loss kernels took 11.5 s to compile with it, 6.7 s without.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def make(fmt: Format):
     subnormal_scale = real(2.0**fmt.subnormal_shift)
     subnormal_k = real(-fmt.subnormal_shift)
     bias, mantissa_bits = fmt.bias, fmt.mantissa_bits
-    jit = numba.njit(nogil=True, error_model="numpy", inline="always")
+    jit = numba.njit(nogil=True, error_model="numpy", forceinline=True)
 
     @jit
     def exp(z):

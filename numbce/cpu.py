@@ -53,7 +53,8 @@ PARALLEL_LAUNCH = threading.Lock()
 """Held while a parallel kernel runs (see the module docstring)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-_INLINE = {"nogil": True, "error_model": "numpy", "inline": "always"}
+_INLINE = {"nogil": True, "error_model": "numpy", "forceinline": True}
+"""Functions the kernels call: inlined by LLVM (see :mod:`numbce._vectormath`)."""
 
 _SOURCES = ("cpu.py", "_formulas.py", "_vectormath.py", "losses")
 _SOURCE_HASH = hashlib.sha1(

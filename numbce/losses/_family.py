@@ -25,8 +25,8 @@ class Primitives(NamedTuple):
     ``log(z)`` with ``z`` in [0, 1], ``log1p(z)`` with ``z`` in [-1, 1], ``log1p_unit(z)``
     with ``z`` in [0, 1] (a ``log1p`` the backend may specialise), ``power(m, g)``
     (``m**g``, 1 for ``g = 0``) with ``m`` in [0, 1] and ``g >= 0``; ``jit`` turns a plain
-    Python function into one the backend's kernels can call (``numba.njit(inline=
-    "always")`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU).
+    Python function into one the backend's kernels can call (``numba.njit(forceinline=
+    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU).
     """
 
     real: type

@@ -58,7 +58,8 @@ from numbce.optim import SGD, Adam, AdamW, _adam_kernel, _sgd_update
 __all__ = ["CompiledFit", "add_l2", "count_correct", "gather_rows", "plan"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-_INLINE = {"nogil": True, "error_model": "numpy", "inline": "always"}
+_INLINE = {"nogil": True, "error_model": "numpy", "forceinline": True}
+"""Functions the epochs call: inlined by LLVM (see :mod:`numbce._vectormath`)."""
 
 LINEAR, IDENTITY, RELU, SIGMOID, TANH = range(5)
 """Layer kinds of the compiled network's table."""
@@ -97,7 +98,7 @@ MAX_ORDER_ELEMENTS = 1 << 22
 
 
 def _inlined(kernel):
-    """The Python function of ``kernel`` (a Numba dispatcher), compiled into the caller:
+    """The Python function of ``kernel`` (a Numba dispatcher), inlined into the caller:
     the same code, without a call's reference counts on every array argument (atomic
     operations, a fifth of a small step's time)."""
     return numba.njit(**_INLINE)(kernel.py_func)
@@ -217,14 +218,15 @@ def exact_sum(values, count, partials):
     return hi
 
 
-@numba.njit(**_INLINE)
-def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
+def _loss_sum(scores, targets, sample_weight, label_weight, pos_weight,
               weighting, params, grad, store_grad, work):  # fmt: skip
     """The float64 sum of the losses of ``scores`` (n, C) against ``targets``, reduced
     as ``numbce.cpu`` reduces a mean; with ``store_grad``, ``grad`` = each element's
     d loss / d score times ``1 / (n C)`` rounded to the dtype (the mean's gradient).
     Weights: ``sample_weight[i, 0]`` (bit SAMPLE_WEIGHT), ``label_weight[j]`` (bit
-    LABEL_WEIGHT), their product in the dtype with both, else 1."""
+    LABEL_WEIGHT), their product in the dtype with both, else 1. ``element`` is the
+    loss family's formulas, a global of each family's compiled copy (see
+    :func:`_train_kernel`)."""
     losses, scratch, partials, fsum_buffer = work
     n, columns = scores.shape
     size = n * columns
@@ -246,7 +248,7 @@ def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
         if plain:
             first = np.uint64(start)
             for i in range(first, np.uint64(stop)):
-                loss, derivative, _ = element(x[i], t[i], one, q, params)
+                loss, derivative, _ = element(x[i], t[i], one, q, params)  # noqa: F821
                 losses[i - first] = loss
                 if store_grad:
                     g[i] = derivative * scale
@@ -261,7 +263,7 @@ def _loss_sum(element, scores, targets, sample_weight, label_weight, pos_weight,
                 w = label_weight[column]
             else:
                 w = one
-            loss, derivative, _ = element(x[i], t[i], w, pos_weight[column], params)
+            loss, derivative, _ = element(x[i], t[i], w, pos_weight[column], params)  # noqa: F821
             losses[i - start] = loss
             if store_grad:
                 g[i] = derivative * scale
@@ -512,7 +514,7 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
             _forward(layers, parameters, activations, x, count, linear_work)
             scores = _side(layers, last, OUTPUT, activations, x, count)
             delta = _delta(layers, last, GRAD_OUT, deltas, count)
-            total = _loss_sum(element, scores, targets, batch_weight,  # noqa: F821 (global below)
+            total = _loss_sum(scores, targets, batch_weight,
                               label_weight, pos_weight, weighting, params, delta, True,
                               loss_work)  # fmt: skip
             loss = real(total / (count * columns))
@@ -546,7 +548,7 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
                     val_scores[start : start + count] = scores
             if chunk < m:
                 scores = _matrix(val_scores, 0, m, columns)
-            total = _loss_sum(element, scores, y_val, batch_weight, label_weight,  # noqa: F821
+            total = _loss_sum(scores, y_val, batch_weight, label_weight,
                               pos_weight, 0, params, scores, False, loss_work)  # fmt: skip
             logs[epoch, 3] = real(total / (m * columns))
             samples, labels = count_correct(scores, y_val, threshold)
@@ -565,15 +567,25 @@ link code from these files and from the loss kernels' sources, so their hash key
 cache entry."""
 
 
+def _with_globals(function, **names):
+    """A copy of the Python ``function`` that sees ``names`` as globals."""
+    return types.FunctionType(
+        function.__code__, dict(function.__globals__, **names), function.__name__,
+        function.__defaults__, function.__closure__,
+    )  # fmt: skip
+
+
 @functools.cache
 def _train_kernel(family: str, dtype: str):
     """:func:`train_epochs` compiled for one loss family and dtype: the family's formulas
-    are a global of this copy (a kernel closing over a dispatcher is never found in
-    Numba's cache), its name keyed by the family, the dtype and the sources."""
-    names = dict(globals(), element=cpu._element(family, dtype))
-    function = types.FunctionType(
-        train_epochs.__code__, names, "train_epochs", None, train_epochs.__closure__
+    are a global of its :func:`_loss_sum` copy (a kernel closing over a dispatcher, or
+    taking one as an argument, is never found in Numba's cache), its name keyed by the
+    family, the dtype and the sources."""
+    element = cpu._element(family, dtype)
+    loss_sum = numba.njit(nogil=True, error_model="numpy")(
+        _with_globals(_loss_sum, element=element)
     )
+    function = _with_globals(train_epochs, _loss_sum=loss_sum)
     key = hashlib.sha1(repr((family, dtype, _SOURCE_HASH)).encode()).hexdigest()
     function.__qualname__ = f"train_epochs_{family}_{dtype}_{key[:16]}"
     return numba.njit(**_JIT)(function)
