@@ -2,8 +2,8 @@
 
     python bench/instructions.py [--families NAME ...] [--dtypes float32 ...]
 
-For each family, dtype and op (forward, grad, fused, grad_hess; scalar operands, serial
-variant) this compiles the CPU kernel afresh (a private cache directory: Numba shows no
+For each family, dtype and op (forward, grad, fused, grad_hess; no weights and the default
+options, as the benchmarks call them; serial variant) this compiles the CPU kernel afresh (a private cache directory: Numba shows no
 assembly for cached code), takes the loop block of its vector body (the block with the most
 vector arithmetic that jumps back to itself) and divides its instruction count by the
 elements one iteration handles (its index step). The figures depend on the CPU LLVM targets
@@ -76,7 +76,8 @@ def measure(family: str, dtype: str, op: str) -> tuple[int, int, str, Counter]:
     """``(instructions, elements per iteration, register kind, opcode counts)``."""
     flags = OPS[op]
     interleave = FAMILIES[family].vector_interleave[0]  # N = 1e5, the in-cache kernel
-    variant = Variant(family, dtype, *flags, SCALAR, SCALAR, False, False, interleave)
+    variant = Variant(family, dtype, *flags, SCALAR, SCALAR, False, False, interleave,
+                      defaults=True)  # fmt: skip
     ones = np.ones(64, dtype=dtype)
     arguments = {"x": ones, "y": ones, "scalars": np.ones(7), "loss_out": ones.copy(),
                  "grad_out": ones.copy(), "hess_out": ones.copy(),

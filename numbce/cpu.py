@@ -86,6 +86,20 @@ class Variant:
     interleave: (
         int  # LLVM's loop-vectorizer interleave count (Family.vector_interleave)
     )
+    defaults: bool = False
+    """Weights of 1 and the family's default options, compiled in as constants: LLVM then
+    drops the arithmetic they make exact (``w * 1``, ``y * 1 + 0``), as IEEE rules allow
+    it, so the results are those of the general kernel."""
+
+
+@functools.cache
+def default_params(family: str) -> tuple:
+    """The kernel parameters of ``family``'s default options."""
+    options = FAMILIES[family].options
+    values = tuple(option.default for option in options)
+    return (
+        _validate._params(FAMILIES[family], values) if options else _validate._NO_PARAMS
+    )
 
 
 @functools.cache
@@ -93,19 +107,21 @@ def _primitives(dtype: str, data: str) -> Primitives:
     """The vectorizable primitives computing in ``dtype`` for data of dtype ``data``.
 
     ``power(m, g)`` is libm's ``pow`` (correctly rounded to about 0.5 ulp, but a scalar
-    call) for data of its own dtype; float32 data computed in float64 takes ``exp(g log m)``
+    call) for data of its own dtype, and ``m * m`` (correctly rounded) for ``g = 2``: what
+    LLVM makes of ``pow(m, 2)`` where ``g`` is a constant (:attr:`Variant.defaults`), so
+    that both kernels agree; float32 data computed in float64 takes ``exp(g log m)``
     instead: vectorized, and its float64 error (about ``g |log m|`` float64 ulps) vanishes
     in the rounding to float32."""
     fmt = _vectormath.FLOAT32 if dtype == "float32" else _vectormath.FLOAT64
     exp, log, log1p, log1p_unit = _vectormath.make(fmt)
     jit = numba.njit(**_INLINE)
-    zero, one = fmt.real(0.0), fmt.real(1.0)
+    zero, one, two = fmt.real(0.0), fmt.real(1.0), fmt.real(2.0)
 
     if data == dtype:
 
         @jit
         def power(m, g):
-            return m**g
+            return m * m if g == two else m**g
 
     else:
 
@@ -266,6 +282,8 @@ def _kernel_body(variant: Variant):
     real = np.dtype(variant.dtype).type
     param = np.dtype(_params_dtype(variant.family, variant.dtype)).type
     zero, one = real(0.0), real(1.0)
+    defaults = variant.defaults
+    constant_params = tuple(map(param, default_params(variant.family)))
     block, block_u = _config.BLOCK, np.uint64(_config.BLOCK)
     blocks = numba.prange if variant.parallel else range
     check_input = family.input_in_unit_interval
@@ -281,9 +299,12 @@ def _kernel_body(variant: Variant):
 
     def kernel(x, y, weight, pos_weight, grad_output, scalars,
                loss_out, grad_out, hess_out, blocks_out):  # fmt: skip
-        weight_value, pos_weight_value = real(scalars[0]), real(scalars[1])
+        if defaults:
+            weight_value, pos_weight_value, params = one, one, constant_params
+        else:
+            weight_value, pos_weight_value = real(scalars[0]), real(scalars[1])
+            params = (param(scalars[4]), param(scalars[5]), param(scalars[6]))
         grad_scale, row_u = real(scalars[2]), np.uint64(scalars[3])
-        params = (param(scalars[4]), param(scalars[5]), param(scalars[6]))
         n = np.uint64(x.size)
         nblocks = blocks_out.shape[1]
         for t in blocks(nblocks):
@@ -458,9 +479,15 @@ def run(request: Request):
     grad_output_array = derivatives and type(grad_output) is not float
     parallel = n >= _config.PARALLEL_THRESHOLD
     interleave = request.family.vector_interleave[n >= _config.STREAMING_THRESHOLD]
-    key = (request.family.name, dtype.char, store_loss, reduce_loss, grad_asked,
-           hess_asked, weight_layout, pos_weight_layout, grad_output_array,
-           parallel, interleave)  # fmt: skip
+    name = request.family.name
+    defaults = (
+        weight_layout == pos_weight_layout == SCALAR
+        and weight_value == pos_weight_value == 1.0
+        and request.params == default_params(name)
+    )
+    key = (name, dtype.char, store_loss, reduce_loss, grad_asked, hess_asked,
+           weight_layout, pos_weight_layout, grad_output_array, parallel, interleave,
+           defaults)  # fmt: skip
     compiled = _KERNELS.get(key)
     if compiled is None:
         variant = Variant(key[0], dtype.name, *key[2:])

@@ -1,6 +1,7 @@
 """The CPU backend: limits, dtypes, blocks, threads and vectorization (every family's
 values against numbce.reference: tests/test_families.py)."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -307,10 +308,59 @@ def test_streamed_inputs_take_the_second_interleave(rng, monkeypatch):
     expected = f(x, y)
     monkeypatch.setattr(_config, "STREAMING_THRESHOLD", 256)
     got = f(x, y)
-    used = {key[-1] for key in cpu._KERNELS if key[0] == family.name}
+    column = [field.name for field in dataclasses.fields(cpu.Variant)].index(
+        "interleave"
+    )
+    used = {key[column] for key in cpu._KERNELS if key[0] == family.name}
     assert {in_cache, streamed} <= used
     assert got[0] == expected[0]
     np.testing.assert_array_equal(got[1], expected[1])
+
+
+def _assert_same_bits(got, expected):
+    """Equal bits, except that a nan need only be a nan (its sign may differ)."""
+    got, expected = np.atleast_1d(got), np.atleast_1d(expected)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    unsigned = f"u{got.itemsize}"
+    np.testing.assert_array_equal(
+        got[~nan].view(unsigned), expected[~nan].view(unsigned)
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_defaults_kernel_gives_the_general_kernels_bits(rng, name, dtype):
+    """Without weights and with the default options, a call runs the kernel that has
+    them compiled in as constants (``Variant.defaults``); it gives the bits of the
+    general kernel (run here by weights given as arrays of ones), with extreme and
+    special inputs, elementwise and reduced."""
+    from numbce import cpu
+
+    family = FAMILIES[name]
+    n = 1000 + 37
+    if family.input_in_unit_interval:
+        x = rng.uniform(size=n)
+        x[:5] = [0.0, 1.0, -0.0, 1e-300, 1 - 1e-16]
+    else:
+        x = rng.normal(scale=30, size=n)
+        x[:7] = [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e30, -1e30]
+    y = rng.uniform(size=n)
+    y[7:12] = [0.0, 1.0, -0.0, 0.5, 1e-300]
+    x, y = x.astype(dtype), y.astype(dtype)
+    ones = {"weight": np.ones(n, dtype)}
+    if family.pos_weight:
+        ones["pos_weight"] = np.ones(n, dtype)
+    for suffix in ("_value_and_grad", "_grad_hess"):
+        function = getattr(numbce, name + suffix)
+        for reduction in ("none", "mean"):
+            for got, expected in zip(
+                function(x, y, reduction=reduction),
+                function(x, y, reduction=reduction, **ones),
+            ):
+                _assert_same_bits(got, expected)
+    column = [field.name for field in dataclasses.fields(cpu.Variant)].index("defaults")
+    assert {key[column] for key in cpu._KERNELS if key[0] == name} == {False, True}
 
 
 @pytest.mark.parametrize("weight", [0.0, np.array([0.0, 0.0, 1.0])])
