@@ -106,12 +106,13 @@ def default_params(family: str) -> tuple:
 def _primitives(dtype: str, data: str) -> Primitives:
     """The vectorizable primitives computing in ``dtype`` for data of dtype ``data``.
 
-    ``power(m, g)`` is libm's ``pow`` (correctly rounded to about 0.5 ulp, but a scalar
-    call) for data of its own dtype, and ``m * m`` (correctly rounded) for ``g = 2``: what
-    LLVM makes of ``pow(m, 2)`` where ``g`` is a constant (:attr:`Variant.defaults`), so
-    that both kernels agree; float32 data computed in float64 takes ``exp(g log m)``
-    instead: vectorized, and its float64 error (about ``g |log m|`` float64 ulps) vanishes
-    in the rounding to float32."""
+    ``power(m, g)`` is ``m * m`` (correctly rounded) for ``g = 2``: what LLVM makes of
+    ``pow(m, 2)`` where ``g`` is a constant (:attr:`Variant.defaults`), so that both
+    kernels agree, and the defaults kernel vectorizes. Other ``g``: libm's ``pow``
+    (correctly rounded to about 0.5 ulp, but a scalar call) for data of its own dtype;
+    float32 data computed in float64 takes ``exp(g log m)`` instead: vectorized, and its
+    float64 error (about ``g |log m|`` float64 ulps) vanishes in the rounding to
+    float32."""
     fmt = _vectormath.FLOAT32 if dtype == "float32" else _vectormath.FLOAT64
     exp, log, log1p, log1p_unit = _vectormath.make(fmt)
     jit = numba.njit(**_INLINE)
@@ -127,6 +128,8 @@ def _primitives(dtype: str, data: str) -> Primitives:
 
         @jit
         def power(m, g):
+            if g == two:
+                return m * m
             return one if g == zero else exp(g * log(m))
 
     return Primitives(fmt.real, exp, log, log1p, log1p_unit, power, jit)
