@@ -53,7 +53,12 @@ PARALLEL_LAUNCH = threading.Lock()
 """Held while a parallel kernel runs (see the module docstring)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-_INLINE = {"nogil": True, "error_model": "numpy", "forceinline": True}
+_INLINE = {
+    "nogil": True,
+    "error_model": "numpy",
+    "fastmath": False,
+    "forceinline": True,
+}
 """Functions the kernels call: inlined by LLVM (see :mod:`numbce._vectormath`)."""
 
 _SOURCES = ("cpu.py", "_formulas.py", "_vectormath.py", "losses")
@@ -88,8 +93,8 @@ class Variant:
     )
     defaults: bool = False
     """Weights of 1 and the family's default options, compiled in as constants: LLVM then
-    drops the arithmetic they make exact (``w * 1``, ``y * 1 + 0``), as IEEE rules allow
-    it, so the results are those of the general kernel."""
+    drops only the arithmetic they make exact (``w * 1``, ``y * 1``; ``y + 0.0`` stays, as
+    -0.0 + 0.0 is +0.0), so the results are those of the general kernel."""
 
 
 @functools.cache
@@ -227,9 +232,11 @@ def _narrowed(function, arguments: tuple[str, ...]):
 
 def _kernel(variant: Variant):
     """The compiled kernel of ``variant``: :func:`_kernel_body` taking only
-    :func:`kernel_arguments`, cached, with its interleave count."""
+    :func:`kernel_arguments`, with its interleave count, cached under a name keyed by the
+    variant, the values it compiles in (default parameters, block size) and the sources."""
     function = _narrowed(_kernel_body(variant), kernel_arguments(variant))
-    key = hashlib.sha1(repr((astuple(variant), _SOURCE_HASH)).encode()).hexdigest()
+    constants = (astuple(variant), default_params(variant.family), _config.BLOCK)
+    key = hashlib.sha1(repr((constants, _SOURCE_HASH)).encode()).hexdigest()
     function.__qualname__ = f"kernel_{variant.family}_{key[:16]}"
     kernel = _InterleavingDispatcher(
         py_func=function,

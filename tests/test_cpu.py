@@ -351,12 +351,17 @@ def test_defaults_kernel_gives_the_general_kernels_bits(rng, name, dtype):
     ones = {"weight": np.ones(n, dtype)}
     if family.pos_weight:
         ones["pos_weight"] = np.ones(n, dtype)
+    # An option of -0.0 where the default is 0.0 equals the default: the defaults kernel
+    # (its +0.0) must give the bits of the general kernel's -0.0.
+    negative_zeros = {o.name: -0.0 for o in family.options if o.default == 0.0}
     for suffix in ("_value_and_grad", "_grad_hess"):
         function = getattr(numbce, name + suffix)
-        for reduction in ("none", "mean"):
+        for reduction, options in itertools.product(
+            ("none", "mean"), ({}, negative_zeros) if negative_zeros else ({},)
+        ):
             for got, expected in zip(
-                function(x, y, reduction=reduction),
-                function(x, y, reduction=reduction, **ones),
+                function(x, y, reduction=reduction, **options),
+                function(x, y, reduction=reduction, **options, **ones),
             ):
                 _assert_same_bits(got, expected)
     column = [field.name for field in dataclasses.fields(cpu.Variant)].index("defaults")

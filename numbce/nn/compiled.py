@@ -58,7 +58,12 @@ from numbce.optim import SGD, Adam, AdamW, _adam_kernel, _sgd_update
 __all__ = ["CompiledFit", "add_l2", "count_correct", "gather_rows", "plan"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
-_INLINE = {"nogil": True, "error_model": "numpy", "forceinline": True}
+_INLINE = {
+    "nogil": True,
+    "error_model": "numpy",
+    "fastmath": False,
+    "forceinline": True,
+}
 """Functions the epochs call: inlined by LLVM (see :mod:`numbce._vectormath`)."""
 
 LINEAR, IDENTITY, RELU, SIGMOID, TANH = range(5)
