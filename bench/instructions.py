@@ -3,8 +3,8 @@
     python bench/instructions.py [--families NAME ...] [--dtypes float32 ...]
 
 For each family, dtype and op (forward, grad, fused, grad_hess; no weights and the default
-options, as the benchmarks call them; serial variant) this compiles the CPU kernel afresh (a private cache directory: Numba shows no
-assembly for cached code), takes the loop block of its vector body (the block with the most
+options, as the benchmarks call them; serial variant) this compiles the CPU kernel afresh
+(a private cache directory: Numba shows no assembly for cached code), takes the loop block of its vector body (the block with the most
 vector arithmetic that jumps back to itself) and divides its instruction count by the
 elements one iteration handles (its index step). The figures depend on the CPU LLVM targets
 (``NUMBA_CPU_NAME`` picks another), which the first line prints with the SIMD width used.

@@ -244,6 +244,24 @@ def test_fused_kernel_loop_is_vectorized(family, dtype, outputs):
     assert lanes and max(lanes) >= (4 if dtype == np.float32 else 2)
 
 
+def _assert_same_bits(got, expected):
+    """Equal bits, except that a nan need only be a nan (its sign may differ)."""
+    got, expected = np.atleast_1d(got), np.atleast_1d(expected)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    unsigned = f"u{got.itemsize}"
+    np.testing.assert_array_equal(
+        got[~nan].view(unsigned), expected[~nan].view(unsigned)
+    )
+
+
+def _key_column(field: str) -> int:
+    """The position of a Variant field in the keys of ``cpu._KERNELS``."""
+    from numbce import cpu
+
+    return [f.name for f in dataclasses.fields(cpu.Variant)].index(field)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
     """A family with ``vector_interleave`` compiles its kernel with LLVM's interleave count
@@ -288,10 +306,7 @@ def test_vector_interleave_changes_no_bit(rng, dtype, monkeypatch):
     for got, expected in zip(*results):
         # A nan's sign may differ (without FMA, x86 makes a new nan negative, and LLVM may
         # order the operands of one operation differently): nan, nothing more, is kept.
-        nan = np.isnan(expected)
-        np.testing.assert_array_equal(np.isnan(got), nan)
-        np.testing.assert_array_equal(got[~nan].view(f"u{got.itemsize}"),
-                                      expected[~nan].view(f"u{got.itemsize}"))  # fmt: skip
+        _assert_same_bits(got, expected)
 
 
 def test_streamed_inputs_take_the_second_interleave(rng, monkeypatch):
@@ -308,24 +323,11 @@ def test_streamed_inputs_take_the_second_interleave(rng, monkeypatch):
     expected = f(x, y)
     monkeypatch.setattr(_config, "STREAMING_THRESHOLD", 256)
     got = f(x, y)
-    column = [field.name for field in dataclasses.fields(cpu.Variant)].index(
-        "interleave"
-    )
+    column = _key_column("interleave")
     used = {key[column] for key in cpu._KERNELS if key[0] == family.name}
     assert {in_cache, streamed} <= used
     assert got[0] == expected[0]
     np.testing.assert_array_equal(got[1], expected[1])
-
-
-def _assert_same_bits(got, expected):
-    """Equal bits, except that a nan need only be a nan (its sign may differ)."""
-    got, expected = np.atleast_1d(got), np.atleast_1d(expected)
-    nan = np.isnan(expected)
-    np.testing.assert_array_equal(np.isnan(got), nan)
-    unsigned = f"u{got.itemsize}"
-    np.testing.assert_array_equal(
-        got[~nan].view(unsigned), expected[~nan].view(unsigned)
-    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -364,7 +366,7 @@ def test_defaults_kernel_gives_the_general_kernels_bits(rng, name, dtype):
                 function(x, y, reduction=reduction, **options, **ones),
             ):
                 _assert_same_bits(got, expected)
-    column = [field.name for field in dataclasses.fields(cpu.Variant)].index("defaults")
+    column = _key_column("defaults")
     assert {key[column] for key in cpu._KERNELS if key[0] == name} == {False, True}
 
 
