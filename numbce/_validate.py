@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -144,9 +144,8 @@ def is_wider(dtype, than: np.dtype) -> bool:
     return dtype.kind == "f" and dtype.itemsize > than.itemsize
 
 
-@dataclass(frozen=True, slots=True)
-class Outputs:
-    """Which results a call asks for."""
+class Outputs(NamedTuple):
+    """Which results a call asks for (a tuple: a cheap dictionary key)."""
 
     loss: bool = False
     grad: bool = False

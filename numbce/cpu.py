@@ -30,7 +30,9 @@ import pathlib
 import textwrap
 import threading
 import types
+from collections.abc import Callable
 from dataclasses import astuple, dataclass
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -429,28 +431,75 @@ def _buffer(out, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     for the kernel, itself as the result) when it is C-contiguous in the compute dtype, else
     a new flat array for both (copied into ``out`` by the caller)."""
     if out is None or out.dtype != dtype or not out.flags.c_contiguous:
-        new = np.empty(n, dtype=dtype)
+        new = np.empty(n, dtype)
         return new, new
     return (out if out.ndim == 1 else out.reshape(-1)), out
 
 
+class _Plan(NamedTuple):
+    """How :func:`run` runs one request, besides its data and result buffers."""
+
+    kernel: CPUDispatcher
+    pick: Callable[[tuple], tuple]
+    """Picks the kernel's arguments from a tuple of all of :data:`ARGUMENTS`."""
+    weight: np.ndarray
+    pos_weight: np.ndarray
+    scalars: np.ndarray
+    """The kernel's ``scalars`` argument (float64, never written)."""
+    store_loss: bool
+    reduce_loss: bool
+    grad_output_array: bool
+    parallel: bool
+    nblocks: int
+
+
+_PLANS: dict[tuple, _Plan] = {}
+"""Plans of requests whose operands are nonzero floats, by everything the plan depends on,
+the settings of :mod:`numbce._config` included (a zero is left out: 0.0 == -0.0, but the
+two give results of different signs)."""
+
 _KERNELS: dict[tuple, tuple] = {}
 """``(compiled kernel, what picks its arguments from all of ARGUMENTS)`` by the fields of
-its :class:`Variant` (a tuple: the per-call lookup stays cheap)."""
+its :class:`Variant` (a tuple: a lookup stays cheap)."""
 
 
-def _scalars(values: tuple) -> np.ndarray:
-    """The kernel's float64 ``scalars`` argument from ``(weight, pos_weight, grad_scale,
-    row, params)``, kept in :data:`_SCALARS` by value (calls in a loop repeat them; the
-    kernels never write it)."""
-    array = np.array((*values[:4], *values[4]))
-    if len(_SCALARS) >= 256:
-        _SCALARS.clear()
-    _SCALARS[values] = array
-    return array
-
-
-_SCALARS: dict[tuple, np.ndarray] = {}
+def _plan(request: Request) -> _Plan:
+    """Work out how to run ``request``: lay out its operands, pick (or compile) the kernel
+    of its :class:`Variant`, pack its scalars."""
+    dtype, n, outputs, shape = (
+        request.dtype,
+        request.size,
+        request.outputs,
+        request.shape,
+    )
+    weight_layout, weight_value, weight = _layout(request.weight, shape, dtype)
+    pos_weight_layout, pos_weight_value, pos_weight = _layout(
+        request.pos_weight, shape, dtype
+    )
+    store_loss, reduce_loss = request.store_loss, request.reduce_loss
+    derivatives = outputs.grad or outputs.hess
+    grad_output_array = derivatives and type(request.grad_output) is not float
+    parallel = n >= _config.PARALLEL_THRESHOLD
+    name = request.family.name
+    defaults = (
+        weight_layout == pos_weight_layout == SCALAR
+        and weight_value == pos_weight_value == 1.0
+        and request.params == default_params(name)
+    )
+    key = (name, dtype.char, store_loss, reduce_loss, outputs.grad, outputs.hess,
+           weight_layout, pos_weight_layout, grad_output_array, parallel,
+           request.family.vector_interleave[n >= _config.STREAMING_THRESHOLD],
+           defaults)  # fmt: skip
+    compiled = _KERNELS.get(key)
+    if compiled is None:
+        variant = Variant(key[0], dtype.name, *key[2:])
+        positions = [ARGUMENTS.index(name) for name in kernel_arguments(variant)]
+        compiled = _KERNELS[key] = (_kernel(variant), operator.itemgetter(*positions))
+    grad_scale = request.grad_scale if derivatives else 1.0
+    scalars = np.array((weight_value, pos_weight_value, grad_scale,
+                        shape[-1] if shape else 1, *request.params))  # fmt: skip
+    return _Plan(*compiled, weight, pos_weight, scalars, store_loss, reduce_loss,
+                 grad_output_array, parallel, -(-n // _config.BLOCK))  # fmt: skip
 
 
 def run(request: Request):
@@ -458,66 +507,39 @@ def run(request: Request):
     unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
     float64), else a flat array of the compute dtype, like ``grad`` and ``hess``, or the
     caller's ``out`` buffer itself where the kernel wrote into it."""
-    dtype, n, outputs, shape = (
-        request.dtype,
-        request.size,
-        request.outputs,
-        request.shape,
+    weight, pos_weight, grad_output = (
+        request.weight,
+        request.pos_weight,
+        request.grad_output,
     )
+    if (
+        type(weight) is type(pos_weight) is type(grad_output) is float
+        and weight
+        and pos_weight
+        and grad_output
+    ):
+        key = (request.family.name, request.outputs, request.dtype.char,
+               request.reduction, request.shape, weight, pos_weight, grad_output,
+               request.params, _config.BLOCK, _config.PARALLEL_THRESHOLD,
+               _config.STREAMING_THRESHOLD)  # fmt: skip
+        plan = _PLANS.get(key)
+        if plan is None:
+            if len(_PLANS) >= 256:
+                _PLANS.clear()
+            plan = _PLANS[key] = _plan(request)
+    else:
+        plan = _plan(request)
+    (kernel, pick, weight, pos_weight, scalars, store_loss, reduce_loss,
+     grad_output_array, parallel, nblocks) = plan  # fmt: skip
+    dtype, n, outputs, out = request.dtype, request.size, request.outputs, request.out
     x, y = _flat(request.input, dtype), _flat(request.target, dtype)
     placeholder = _PLACEHOLDER[dtype]
-    weight, pos_weight = request.weight, request.pos_weight
-    if type(weight) is float:
-        weight_layout, weight_value, weight = SCALAR, weight, placeholder
-    else:
-        weight_layout, weight_value, weight = _layout(weight, shape, dtype)
-    if type(pos_weight) is float:
-        pos_weight_layout, pos_weight_value, pos_weight = (
-            SCALAR,
-            pos_weight,
-            placeholder,
-        )
-    else:
-        pos_weight_layout, pos_weight_value, pos_weight = _layout(
-            pos_weight, shape, dtype
-        )
-    reduction, grad_output = request.reduction, request.grad_output
-    loss_asked, grad_asked, hess_asked = outputs.loss, outputs.grad, outputs.hess
-    store_loss = loss_asked and reduction == "none"
-    reduce_loss = loss_asked and not store_loss
-    derivatives = grad_asked or hess_asked
-    grad_output_array = derivatives and type(grad_output) is not float
-    parallel = n >= _config.PARALLEL_THRESHOLD
-    interleave = request.family.vector_interleave[n >= _config.STREAMING_THRESHOLD]
-    name = request.family.name
-    defaults = (
-        weight_layout == pos_weight_layout == SCALAR
-        and weight_value == pos_weight_value == 1.0
-        and request.params == default_params(name)
-    )
-    key = (name, dtype.char, store_loss, reduce_loss, grad_asked, hess_asked,
-           weight_layout, pos_weight_layout, grad_output_array, parallel, interleave,
-           defaults)  # fmt: skip
-    compiled = _KERNELS.get(key)
-    if compiled is None:
-        variant = Variant(key[0], dtype.name, *key[2:])
-        positions = [ARGUMENTS.index(name) for name in kernel_arguments(variant)]
-        compiled = _KERNELS[key] = (_kernel(variant), operator.itemgetter(*positions))
-    kernel, pick = compiled
-    nblocks = -(-n // _config.BLOCK)
-    grad_scale = request.grad_scale if derivatives else 1.0
-    scalars = (weight_value, pos_weight_value, grad_scale, shape[-1] if shape else 1,
-               request.params)  # fmt: skip
-    scalar_array = _SCALARS.get(scalars)
-    if scalar_array is None:
-        scalar_array = _scalars(scalars)
-    out = request.out
     loss_out, loss = _buffer(out[0], n, dtype) if store_loss else (placeholder, None)
-    grad_out, grad = _buffer(out[1], n, dtype) if grad_asked else (placeholder, None)
-    hess_out, hess = _buffer(out[2], n, dtype) if hess_asked else (placeholder, None)
+    grad_out, grad = _buffer(out[1], n, dtype) if outputs.grad else (placeholder, None)
+    hess_out, hess = _buffer(out[2], n, dtype) if outputs.hess else (placeholder, None)
     grad_output = _flat(grad_output, dtype) if grad_output_array else placeholder
     blocks_out = np.empty((2, nblocks))
-    arguments = pick((x, y, weight, pos_weight, grad_output, scalar_array,
+    arguments = pick((x, y, weight, pos_weight, grad_output, scalars,
                       loss_out, grad_out, hess_out, blocks_out))  # fmt: skip
     if parallel:
         with PARALLEL_LAUNCH:
@@ -533,5 +555,5 @@ def run(request: Request):
             if nblocks == 1
             else _validate.exact_sum(blocks_out[0].tolist())
         )
-        loss = total if reduction == "sum" else _validate.finish(total, n, reduction)
+        loss = _validate.finish(total, n, request.reduction)
     return loss, grad, hess

@@ -208,7 +208,7 @@ def _function(family: Family, suffix: str) -> Callable:
     names = family.signature if suffix == "" else family.derivative_signature
     names = (*names, "out") if "*" in names else (*names, "*", "out")
     signature = _signature(family, names, _defaults(family))
-    picks = [i for i, wanted in enumerate(astuple_outputs(outputs)) if wanted]
+    picks = [i for i, wanted in enumerate(outputs) if wanted]
     common = ("weight", "pos_weight", "reduction", "grad_output", "size_average",
               "reduce", "out")  # fmt: skip
     defaults = _defaults(family)
@@ -230,10 +230,6 @@ def _function(family: Family, suffix: str) -> Callable:
         "Reductions, shapes, dtypes and errors: see :mod:`numbce.functional`."
     )
     return function
-
-
-def astuple_outputs(outputs: Outputs) -> tuple[bool, bool, bool]:
-    return outputs.loss, outputs.grad, outputs.hess
 
 
 class _Loss:

@@ -370,6 +370,51 @@ def test_defaults_kernel_gives_the_general_kernels_bits(rng, name, dtype):
     assert {key[column] for key in cpu._KERNELS if key[0] == name} == {False, True}
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_zeros_sign_does_not_depend_on_earlier_calls(rng, name, monkeypatch):
+    """Calls are remembered by value (their kernel plan, their options' parameters), and
+    0.0 == -0.0: a zero weight or grad_output gives the bits it gives with nothing
+    remembered, whatever was called before. An option's zero has no sign: -0.0 gives
+    the bits of 0.0."""
+    from numbce import _validate, cpu
+
+    def forget():
+        monkeypatch.setattr(_validate, "_PARAMS", {})
+        monkeypatch.setattr(cpu, "_PLANS", {})
+
+    family = FAMILIES[name]
+    x = (
+        rng.uniform(0.1, 0.9, size=50)
+        if family.input_in_unit_interval
+        else (rng.normal(size=50))
+    )
+    y = (rng.uniform(size=50) < 0.5).astype(float)
+    loss, grad = getattr(numbce, name), getattr(numbce, name + "_grad")
+
+    def results(zero):
+        return (
+            loss(x, y, weight=zero, reduction="none"),
+            grad(x, y, reduction="sum", grad_output=zero),
+        )
+
+    fresh = {}  # by the zero's sign (keyed by the zeros, it would have one key)
+    for zero in (-0.0, 0.0):
+        forget()
+        fresh[np.signbit(zero)] = results(zero)
+    np.testing.assert_array_equal(
+        np.signbit(fresh[True][1]), ~np.signbit(fresh[False][1])
+    )
+    for zero in (0.0, -0.0, 0.0, -0.0):
+        for got, expected in zip(results(zero), fresh[np.signbit(zero)]):
+            _assert_same_bits(got, expected)
+    for option in family.options:
+        options = []
+        for zero in (-0.0, 0.0):
+            forget()
+            options.append(loss(x, y, reduction="none", **{option.name: zero}))
+        _assert_same_bits(*options)
+
+
 @pytest.mark.parametrize("weight", [0.0, np.array([0.0, 0.0, 1.0])])
 def test_zero_weight_zeroes_even_an_infinite_term(weight):
     x = np.array([np.inf, -np.inf, 1.0])

@@ -115,11 +115,12 @@ class Family:
 
 def real_scalar(name: str, value) -> float:
     """``value`` as a float if it is one real number (not a string, None or an array), else
-    TypeError naming ``name``."""
+    TypeError naming ``name``. A zero loses its sign: options equal as numbers give the
+    same results (and are kept by value, where 0.0 == -0.0)."""
     if isinstance(value, (str, bytes)) or value is None or getattr(value, "ndim", 0):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
-        return float(value)
+        return float(value) + 0.0
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
 
