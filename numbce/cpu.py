@@ -460,7 +460,7 @@ two give results of different signs)."""
 
 _KERNELS: dict[tuple, tuple] = {}
 """``(compiled kernel, what picks its arguments from all of ARGUMENTS)`` by the fields of
-its :class:`Variant` (a tuple: a lookup stays cheap)."""
+its :class:`Variant` and the block size it compiles in (a tuple: a lookup stays cheap)."""
 
 
 def _plan(request: Request) -> _Plan:
@@ -489,10 +489,10 @@ def _plan(request: Request) -> _Plan:
     key = (name, dtype.char, store_loss, reduce_loss, outputs.grad, outputs.hess,
            weight_layout, pos_weight_layout, grad_output_array, parallel,
            request.family.vector_interleave[n >= _config.STREAMING_THRESHOLD],
-           defaults)  # fmt: skip
+           defaults, _config.BLOCK)  # fmt: skip
     compiled = _KERNELS.get(key)
     if compiled is None:
-        variant = Variant(key[0], dtype.name, *key[2:])
+        variant = Variant(key[0], dtype.name, *key[2:-1])
         positions = [ARGUMENTS.index(name) for name in kernel_arguments(variant)]
         compiled = _KERNELS[key] = (_kernel(variant), operator.itemgetter(*positions))
     grad_scale = request.grad_scale if derivatives else 1.0

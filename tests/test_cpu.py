@@ -150,6 +150,21 @@ def test_block_boundaries_and_parallel_path(rng, n):
     )
 
 
+def test_a_new_block_size_compiles_its_own_kernels(rng, monkeypatch):
+    """The block size is compiled into a kernel: after ``_config.BLOCK`` changes, a call
+    of the same shape runs a kernel of the new size (not the cached one with a block
+    count of the new size), and only its reduction order may differ."""
+    from numbce import _config
+
+    x, y = rng.normal(scale=4, size=20_000), rng.uniform(size=20_000)
+    f = numbce.binary_cross_entropy_with_logits_value_and_grad
+    expected = f(x, y, reduction="sum")
+    monkeypatch.setattr(_config, "BLOCK", 4 * _config.BLOCK)
+    loss, grad = f(x, y, reduction="sum")
+    np.testing.assert_array_equal(grad, expected[1])
+    np.testing.assert_allclose(loss, expected[0], rtol=1e-14)
+
+
 def test_same_result_for_any_thread_count(rng):
     import numba
 
@@ -408,6 +423,7 @@ def test_a_zeros_sign_does_not_depend_on_earlier_calls(rng, name, monkeypatch):
         for got, expected in zip(results(zero), fresh[np.signbit(zero)]):
             _assert_same_bits(got, expected)
     for option in family.options:
+        assert not np.signbit(option.check(-0.0))
         options = []
         for zero in (-0.0, 0.0):
             forget()
