@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 __all__ = [
     "SGD",
@@ -37,6 +38,20 @@ __all__ = [
     "StepLR",
     "views_like",
 ]
+
+
+def _elements(a):
+    """``a.ravel()`` in the kernels: ``a`` itself when it is a 1-d C-contiguous array
+    already (Numba's ``ravel`` of one calls its reshape helper, which took half of an
+    Adam step over a small network's flat parameters)."""
+    return a.ravel()
+
+
+@overload(_elements, jit_options={"nogil": True})
+def _elements_compiled(a):
+    if a.ndim == 1 and a.layout == "C":
+        return lambda a: a
+    return lambda a: a.ravel()
 
 
 @functools.cache
@@ -75,11 +90,11 @@ def _adam_kernel(amsgrad: bool):
         PyTorch does).
         """
         p, g, m, v, v_max = (
-            param.ravel(),
-            grad.ravel(),
-            exp_avg.ravel(),
-            exp_avg_sq.ravel(),
-            max_exp_avg_sq.ravel(),
+            _elements(param),
+            _elements(grad),
+            _elements(exp_avg),
+            _elements(exp_avg_sq),
+            _elements(max_exp_avg_sq),
         )
         real = p.dtype.type
         step_size = real(lr / (1.0 - beta1**step))
@@ -132,7 +147,7 @@ def _sgd_update(
     ``momentum_buffer`` is read and written only when ``momentum > 0``. The arithmetic is
     done in the parameter's dtype, the scalars rounded to it (as PyTorch does).
     """
-    p, g, b = param.ravel(), grad.ravel(), momentum_buffer.ravel()
+    p, g, b = _elements(param), _elements(grad), _elements(momentum_buffer)
     real = p.dtype.type
     lr_, momentum_, mix, l2 = (
         real(lr),

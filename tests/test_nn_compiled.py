@@ -375,6 +375,34 @@ def test_read_only_training_data_shares_the_compiled_epochs(monkeypatch, data):
     )
 
 
+@pytest.mark.parametrize("epochs", [0, 3, 4, 5, 30])
+def test_orders_drawn_ahead_are_the_python_loops(monkeypatch, epochs):
+    """The blocks of sample orders (the first drawn at once, the next on a second
+    thread while training) are rng.permutation(n) per epoch, in order; with no block
+    above MAX_ORDER_ELEMENTS indices."""
+    n = 7
+    monkeypatch.setattr(compiled, "MAX_ORDER_ELEMENTS", 11 * n)
+    blocks = list(training._order_blocks(np.random.default_rng(3), epochs, n))
+    sizes = [len(block) for block in blocks]
+    expected = [training.FIRST_ORDERS, 11, 11, 4][: len(sizes)]
+    assert sum(sizes) == epochs and sizes[:-1] == expected[:-1]
+    rng = np.random.default_rng(3)
+    drawn = [rng.permutation(n) for _ in range(epochs)]
+    np.testing.assert_array_equal(
+        np.concatenate(blocks or [np.empty((0, n))]), np.reshape(drawn, (epochs, n))
+    )
+    unshuffled = list(training._order_blocks(None, epochs, n))
+    assert all((block == np.arange(n)).all() for block in unshuffled)
+
+
+def test_zero_epochs_train_nothing(monkeypatch, data):
+    X, Y = data
+    _, _, history, _ = _assert_same_training(
+        monkeypatch, lambda: MLP([4, 8, 1], seed=0), X, Y[:, 0], epochs=0, seed=0
+    )
+    assert history.epoch == [] and history.history == {}
+
+
 @pytest.mark.parametrize("n", [1, 2, 203, 5000])
 def test_one_permuted_call_draws_the_epochs_permutations(n):
     # Compiled epochs draw all their sample orders in one rng.permuted call; the Python

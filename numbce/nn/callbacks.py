@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
@@ -75,6 +76,13 @@ class History(Callback):
         self.epoch.append(epoch)
         for name, value in metrics.items():
             self.history.setdefault(name, []).append(float(value))
+
+    def extend(self, epochs: Iterable[int], metrics: Mapping[str, Iterable]) -> None:
+        """:meth:`record` of several epochs: ``metrics[name][k]`` is the value of
+        ``epochs[k]``."""
+        self.epoch.extend(epochs)
+        for name, values in metrics.items():
+            self.history.setdefault(name, []).extend(map(float, values))
 
 
 class _Best:

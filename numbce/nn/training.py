@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +26,10 @@ __all__ = ["COMPILED", "fit", "metrics"]
 COMPILED = True
 """Whether ``fit`` compiles its epochs where it can (:mod:`numbce.nn.compiled`: the same
 bits); False runs every network in the Python loop."""
+
+FIRST_ORDERS = 4
+"""Epochs whose sample orders compiled training draws before its first call (the next
+ones are drawn while it trains: see :func:`_order_blocks`)."""
 
 
 def check_count(name: str, value, least: int) -> int:
@@ -288,6 +293,7 @@ def fit(
     network.stop_training = False
     call_hook(callbacks, "set_model", network)
     call_hook(callbacks, "on_train_begin", params)
+    history, logs = callbacks[0], {}
     if runner is None:
         epoch_logs = _python_epochs(
             network,
@@ -298,18 +304,28 @@ def fit(
             rng if shuffle else None,
         )
     else:
-        # Epochs run many to a call when nothing but History listens between them.
+        # Epochs run many to a call when nothing but History listens between them;
+        # History then records them a call at a time.
         alone = len(callbacks) == 1
-        epoch_logs = _compiled_epochs(
+        calls = _compiled_epochs(
             runner, validation, epochs, rng if shuffle else None, alone
         )
-    logs: dict[str, float] = {}
+        epoch_logs = (
+            (epoch, {name: values[k] for name, values in metrics.items()})
+            for done, metrics in calls
+            for k, epoch in enumerate(done)
+        )
+        if alone:
+            for done, metrics in calls:
+                history.extend(done, metrics)
+                if done:
+                    logs = {name: values[-1] for name, values in metrics.items()}
+            epoch_logs = ()
     for epoch, logs in epoch_logs:
         call_hook(callbacks, "on_epoch_end", epoch, logs)
         if network.stop_training:
             break
     call_hook(callbacks, "on_train_end", logs)
-    history = callbacks[0]
     history.best_epoch = next(
         (c.best_epoch for c in callbacks if isinstance(c, EarlyStopping)), None
     )
@@ -352,38 +368,60 @@ def _python_epochs(network, data, batch, step, epochs, rng):
         yield epoch, logs
 
 
-def _compiled_epochs(runner, validation, epochs, rng, alone):
-    """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`):
-    one epoch per call, or (``alone``: nothing but History between epochs) as many as
-    :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` sample indices allow."""
-    network, n = runner.network, runner.n
-    m = 0 if validation is None else validation[0].shape[0]
-    per_call = max(1, compiled.MAX_ORDER_ELEMENTS // n) if alone else 1
-    epoch = 0
-    while epoch < epochs:
-        count = min(per_call, epochs - epoch)
+def _order_blocks(rng, epochs: int, n: int):
+    """The sample orders of ``epochs`` epochs, one row per epoch, in blocks: the draws
+    of ``rng.permutation(n)`` per epoch (the Python loop's; ``rng`` None: no shuffling),
+    one ``rng.permuted`` call per block. The first block (:data:`FIRST_ORDERS` epochs) is
+    drawn at once; each next block, 4 times as many epochs (at most
+    :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` indices), on a second thread while the
+    previous one trains (compiled epochs release the GIL)."""
+    most = max(1, compiled.MAX_ORDER_ELEMENTS // n)
+    sizes, size, left = [], FIRST_ORDERS, epochs
+    while left:
+        sizes.append(min(size, most, left))
+        left -= sizes[-1]
+        size *= 4
+
+    def draw(count: int) -> np.ndarray:
         orders = np.empty((count, n), dtype=np.int64)
         orders[:] = np.arange(n)
         if rng is not None:
-            # Row by row, the draws of rng.permutation(n) (the Python loop's): one
-            # call instead of one per epoch (tests/test_nn_compiled.py checks it).
             rng.permuted(orders, axis=1, out=orders)
-        raw, reason = runner.run(orders)
-        for loss, samples, labels, val_loss, val_samples, val_labels in raw.tolist():
-            logs = {
-                "loss": loss / n,
-                **_accuracies(network, int(samples), int(labels), n),
-            }
+        return orders
+
+    if len(sizes) < 2:
+        yield from map(draw, sizes)
+        return
+    with ThreadPoolExecutor(max_workers=1) as drawer:
+        pending = drawer.submit(draw, sizes[0])
+        for size in sizes[1:]:
+            orders = pending.result()
+            pending = drawer.submit(draw, size)
+            yield orders
+        yield pending.result()
+
+
+def _compiled_epochs(runner, validation, epochs, rng, alone):
+    """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`)
+    in calls of one epoch, or (``alone``: nothing but History between epochs) of a
+    block of :func:`_order_blocks`; yield each call's ``(epochs, metrics)``: the epochs
+    (a range) and their metrics by name, a list of one value per epoch."""
+    network, n = runner.network, runner.n
+    m = 0 if validation is None else validation[0].shape[0]
+    epoch = 0
+    for orders in _order_blocks(rng, epochs, n):
+        for block in [orders] if alone else orders[:, None]:
+            raw, reason = runner.run(block)
+            metrics = {"loss": raw[:, 0] / n, **_accuracies(network, *raw.T[1:3], n)}
             if validation is not None:
-                logs["val_loss"] = val_loss
-                for name, value in _accuracies(
-                    network, int(val_samples), int(val_labels), m
-                ).items():
-                    logs[f"val_{name}"] = value
-            yield epoch, logs
-            epoch += 1
-        if reason is not None:
-            raise _stopped(epoch, epochs, reason)
+                metrics["val_loss"] = raw[:, 3]
+                for name, value in _accuracies(network, *raw.T[4:6], m).items():
+                    metrics[f"val_{name}"] = value
+            done = range(epoch, epoch + raw.shape[0])
+            epoch = done.stop
+            yield done, {name: value.tolist() for name, value in metrics.items()}
+            if reason is not None:
+                raise _stopped(epoch, epochs, reason)
 
 
 def _l2_penalty(network: Sequential, l2: float, count: int) -> float:
