@@ -223,6 +223,32 @@ def test_linear_loops_sum_in_order(rng, dtype, n, fan_in, fan_out):
     np.testing.assert_allclose(out, reference, rtol=0, atol=50 * eps(dtype))
 
 
+@pytest.mark.parametrize("activation", [ReLU, Sigmoid, Tanh])
+def test_activations_take_strided_arrays(rng, activation):
+    """The kernels run over a C-contiguous run of elements: a strided input or
+    gradient is copied first, never read as if contiguous."""
+    x = rng.normal(size=(6, 10))
+    g = rng.normal(size=(6, 10))
+    strided, contiguous = activation(), activation()
+    out = strided.forward(x[:, ::2]).copy()
+    np.testing.assert_array_equal(out, contiguous.forward(x[:, ::2].copy()))
+    np.testing.assert_array_equal(
+        strided.backward(g[:, 1::2]), contiguous.backward(g[:, 1::2].copy())
+    )
+    np.testing.assert_array_equal(
+        activation().forward(x.T[:5]), activation().forward(x.T[:5].copy())
+    )
+
+
+def test_flat_views_refuse_strided_arrays():
+    import numba
+
+    from numbce.nn.layers import flat_view
+
+    with pytest.raises(numba.TypingError):
+        numba.njit(lambda a: flat_view(a).sum())(np.zeros((4, 4))[:, ::2])
+
+
 def test_same_seed_same_weights_bit_for_bit():
     (X, y), _ = datasets.circles()
 

@@ -48,11 +48,20 @@ import numba
 import numpy as np
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
-from numba.np.arrayobj import populate_array
 
 from numbce import _config, _validate, cpu
 from numbce.losses import FAMILIES
-from numbce.nn.layers import Flatten, Linear, ReLU, Sigmoid, Tanh
+from numbce.nn.layers import (
+    Flatten,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    borrowed_view,
+    flat_view,
+    vector_view,
+    view_codegen,
+)
 from numbce.optim import SGD, Adam, AdamW, _adam_kernel, _sgd_update
 
 __all__ = ["CompiledFit", "add_l2", "count_correct", "gather_rows", "plan"]
@@ -238,7 +247,7 @@ def _loss_sum(scores, targets, sample_weight, label_weight, pos_weight,
     real = scores.dtype.type
     scale = real(1.0 / size)
     one = real(1.0)
-    x, t, g = _flat(scores), _flat(targets), _flat(grad)
+    x, t, g = flat_view(scores), flat_view(targets), flat_view(grad)
     block = losses.size
     blocks = (size + block - 1) // block
     row = column = 0  # of element i, counted (a division per element costs more)
@@ -285,15 +294,6 @@ def _loss_sum(scores, targets, sample_weight, label_weight, pos_weight,
 # allocation and no list access.
 
 
-def _borrowed_view(context, builder, source_type, source, data, shape, strides, result):
-    """An array of type ``result`` over ``data`` (a pointer into ``source``'s buffer)
-    with no meminfo: Numba's reference counts of it are null checks."""
-    view = context.make_array(result)(context, builder)
-    populate_array(view, data=data, shape=shape, strides=strides,
-                   itemsize=source.itemsize, meminfo=None)  # fmt: skip
-    return view._getvalue()
-
-
 @intrinsic
 def _borrow(typingctx, array):
     """``array`` without its meminfo: the same data, shape and strides, no reference
@@ -303,32 +303,10 @@ def _borrow(typingctx, array):
 
     def codegen(context, builder, signature, args):
         source = context.make_array(array)(context, builder, args[0])
-        return _borrowed_view(context, builder, array, source, source.data,
+        return borrowed_view(context, builder, array, source, source.data,
                               source.shape, source.strides, array)  # fmt: skip
 
     return array(array), codegen
-
-
-def _view_codegen(flat, result):
-    """Code of a view of type ``result`` at an element offset of the C-contiguous
-    ``flat``, of the sizes that follow the offset among the arguments."""
-
-    def codegen(context, builder, signature, args):
-        source = context.make_array(flat)(context, builder, args[0])
-        values = [
-            context.cast(builder, value, kind, nbtypes.intp)
-            for value, kind in zip(args[1:], signature.args[1:])
-        ]
-        offset, shape = values[0], values[1:]
-        strides, stride = [], source.itemsize
-        for size in reversed(shape):
-            strides.insert(0, stride)
-            stride = builder.mul(stride, size)
-        data = builder.gep(source.data, [offset])
-        return _borrowed_view(context, builder, flat, source, data, shape, strides,
-                              result)  # fmt: skip
-
-    return codegen
 
 
 @intrinsic
@@ -337,21 +315,7 @@ def _matrix(typingctx, flat, offset, rows, columns):
     ``flat``, without reference counting (no bounds check: the layer table sizes the
     workspaces)."""
     result = nbtypes.Array(flat.dtype, 2, "C")
-    return result(flat, offset, rows, columns), _view_codegen(flat, result)
-
-
-@intrinsic
-def _vector(typingctx, flat, offset, size):
-    """The ``size`` elements from ``offset`` of the C-contiguous ``flat`` (see
-    :func:`_matrix`)."""
-    result = nbtypes.Array(flat.dtype, 1, "C")
-    return result(flat, offset, size), _view_codegen(flat, result)
-
-
-@numba.njit(**_INLINE)
-def _flat(a):
-    """The C-contiguous 2-d ``a`` as 1-d, without reshape's helper call."""
-    return _vector(a, 0, a.size)
+    return result(flat, offset, rows, columns), view_codegen(flat, result)
 
 
 @numba.njit(**_INLINE)
@@ -365,7 +329,7 @@ def _weight(layers, index, flat):
 @numba.njit(**_INLINE)
 def _bias(layers, index, flat):
     fan_in, fan_out = layers[index, WIDTH_IN], layers[index, WIDTH_OUT]
-    return _vector(flat, layers[index, PARAMS] + fan_in * fan_out, fan_out)
+    return vector_view(flat, layers[index, PARAMS] + fan_in * fan_out, fan_out)
 
 
 @numba.njit(**_INLINE)
@@ -509,7 +473,7 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             batch += 1
-            rows = _vector(orders, epoch * n + start, count)
+            rows = vector_view(orders, epoch * n + start, count)
             x = _matrix(batch_X, 0, count, features)
             if weighting & SAMPLE_WEIGHT:
                 gather_rows(X, y, sample_weight, rows, x, batch_y, batch_weight)

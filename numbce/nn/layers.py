@@ -36,6 +36,9 @@ from abc import ABC, abstractmethod
 
 import numba
 import numpy as np
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
 __all__ = ["Flatten", "Layer", "Linear", "ReLU", "Sigmoid", "Tanh"]
 
@@ -58,6 +61,59 @@ transposed in a workspace); with fewer outputs, the weight gradient and d loss /
 output, which a loop cannot vectorize without reordering its sum)."""
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+# -- views ------------------------------------------------------------------------------
+# Arrays over the data of another, without its meminfo: no reference counting (an atomic
+# operation per view), and no reshape helper call. Only for use inside a kernel whose
+# caller keeps the source alive; never returned.
+
+
+def borrowed_view(context, builder, source_type, source, data, shape, strides, result):
+    """An array of type ``result`` over ``data`` (a pointer into ``source``'s buffer)
+    with no meminfo: Numba's reference counts of it are null checks."""
+    view = context.make_array(result)(context, builder)
+    populate_array(view, data=data, shape=shape, strides=strides,
+                   itemsize=source.itemsize, meminfo=None)  # fmt: skip
+    return view._getvalue()
+
+
+def view_codegen(flat, result):
+    """Code of a view of type ``result`` at an element offset of the C-contiguous
+    ``flat``, of the sizes that follow the offset among the arguments."""
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(flat)(context, builder, args[0])
+        values = [
+            context.cast(builder, value, kind, nbtypes.intp)
+            for value, kind in zip(args[1:], signature.args[1:])
+        ]
+        offset, shape = values[0], values[1:]
+        strides, stride = [], source.itemsize
+        for size in reversed(shape):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, size)
+        data = builder.gep(source.data, [offset])
+        return borrowed_view(context, builder, flat, source, data, shape, strides,
+                             result)  # fmt: skip
+
+    return codegen
+
+
+@intrinsic
+def vector_view(typingctx, flat, offset, size):
+    """The ``size`` elements from ``offset`` of the C-contiguous ``flat`` (see
+    :func:`numbce.nn.compiled._matrix`); no other layout compiles."""
+    if flat.layout != "C":
+        return None
+    result = nbtypes.Array(flat.dtype, 1, "C")
+    return result(flat, offset, size), view_codegen(flat, result)
+
+
+@numba.njit(nogil=True, error_model="numpy", fastmath=False, forceinline=True)
+def flat_view(a):
+    """The C-contiguous ``a`` as 1-d, without reshape's helper call."""
+    return vector_view(a, 0, a.size)
 
 
 # The loops index with unsigned integers: a signed index computed in the loop (k + 1,
@@ -213,58 +269,74 @@ def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input,
                 grad_input[i, k] += value * weight[j, k]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+# Activations loop over the elements of their C-contiguous 2-d arrays as one run (the
+# rows of a batch are not short loops each with its own remainder).
+
+
+@numba.njit(**_JIT)
 def _relu(x, out):
-    """``out = max(x, 0)`` elementwise (2-d)."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            out[i, j] = max(x[i, j], 0.0)
+    """``out = max(x, 0)`` elementwise."""
+    x, out = flat_view(x), flat_view(out)
+    for i in range(np.uint64(x.size)):
+        out[i] = max(x[i], 0.0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(**_JIT)
 def _relu_backward(grad_output, out, grad_input):
-    """``grad_input = grad_output * (out > 0)`` (2-d; ``out`` is the ReLU's output): a
-    select of values loaded unconditionally, which vectorizes (a conditional load
-    becomes a branch per element)."""
+    """``grad_input = grad_output * (out > 0)`` (``out`` is the ReLU's output): a select
+    of values loaded unconditionally, which vectorizes (a conditional load becomes a
+    branch per element)."""
+    grad_output, out, grad_input = (
+        flat_view(grad_output),
+        flat_view(out),
+        flat_view(grad_input),
+    )
     zero = grad_input.dtype.type(0)
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            value = grad_output[i, j]
-            grad_input[i, j] = value if out[i, j] > 0 else zero
+    for i in range(np.uint64(out.size)):
+        value = grad_output[i]
+        grad_input[i] = value if out[i] > 0 else zero
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(**_JIT)
 def sigmoid(x, out):
-    """``out = 1 / (1 + exp(-x))`` elementwise (2-d), from ``e = exp(-|x|)`` so that no
+    """``out = 1 / (1 + exp(-x))`` elementwise, from ``e = exp(-|x|)`` so that no
     exponential overflows: ``1 / (1 + e)`` for x >= 0, ``e / (1 + e)`` below."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            e = math.exp(-abs(x[i, j]))
-            out[i, j] = 1 / (1 + e) if x[i, j] >= 0 else e / (1 + e)
+    x, out = flat_view(x), flat_view(out)
+    for i in range(np.uint64(x.size)):
+        e = math.exp(-abs(x[i]))
+        out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(**_JIT)
 def _sigmoid_backward(grad_output, out, grad_input):
-    """``grad_input = grad_output * out * (1 - out)`` (2-d; ``out`` is the sigmoid)."""
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            grad_input[i, j] = grad_output[i, j] * out[i, j] * (1 - out[i, j])
+    """``grad_input = grad_output * out * (1 - out)`` (``out`` is the sigmoid)."""
+    grad_output, out, grad_input = (
+        flat_view(grad_output),
+        flat_view(out),
+        flat_view(grad_input),
+    )
+    for i in range(np.uint64(out.size)):
+        grad_input[i] = grad_output[i] * out[i] * (1 - out[i])
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(**_JIT)
 def _tanh(x, out):
-    """``out = tanh(x)`` elementwise (2-d)."""
-    for i in range(x.shape[0]):
-        for j in range(x.shape[1]):
-            out[i, j] = math.tanh(x[i, j])
+    """``out = tanh(x)`` elementwise."""
+    x, out = flat_view(x), flat_view(out)
+    for i in range(np.uint64(x.size)):
+        out[i] = math.tanh(x[i])
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(**_JIT)
 def _tanh_backward(grad_output, out, grad_input):
-    """``grad_input = grad_output * (1 - out**2)`` (2-d; ``out`` is the tanh)."""
-    for i in range(out.shape[0]):
-        for j in range(out.shape[1]):
-            grad_input[i, j] = grad_output[i, j] * (1 - out[i, j] * out[i, j])
+    """``grad_input = grad_output * (1 - out**2)`` (``out`` is the tanh)."""
+    grad_output, out, grad_input = (
+        flat_view(grad_output),
+        flat_view(out),
+        flat_view(grad_input),
+    )
+    for i in range(np.uint64(out.size)):
+        grad_input[i] = grad_output[i] * (1 - out[i] * out[i])
 
 
 _BUFFERS = ("_output", "_grad_input", "_input", "_out", "_work", "_totals")
@@ -452,7 +524,7 @@ class _Elementwise(Layer):
     """An activation ``y = f(x)``, elementwise, whose derivative is a function of ``y``:
     ``dL/dx = dL/dy * f'(x)``. Subclasses name the two Numba kernels
     ``forward_kernel(x, out)`` and ``backward_kernel(grad_output, out, grad_input)`` (2-d
-    arrays)."""
+    C-contiguous arrays)."""
 
     def allocate(self, rows, input_shape, dtype, input_grad):
         self._rows = rows
@@ -466,7 +538,7 @@ class _Elementwise(Layer):
         if n > self._rows:
             self.allocate(n, x.shape[1:], x.dtype, True)
         out = self._output[:n]
-        self.forward_kernel(x.reshape(n, -1) if x.ndim != 2 else x, out)
+        self.forward_kernel(np.ascontiguousarray(x).reshape(n, -1), out)
         self._out = out
         return out.reshape(x.shape) if x.ndim != 2 else out
 
@@ -475,7 +547,7 @@ class _Elementwise(Layer):
             return None
         n = grad_output.shape[0]
         grad_input = self._grad_input[:n]
-        flat_grad = grad_output.reshape(n, -1) if grad_output.ndim != 2 else grad_output
+        flat_grad = np.ascontiguousarray(grad_output).reshape(n, -1)
         self.backward_kernel(flat_grad, self._out, grad_input)
         return (
             grad_input.reshape(grad_output.shape)
