@@ -3,6 +3,9 @@ loss family, optimizer, weighting, validation and layer it covers; its exact sum
 ``math.fsum``; the fallback rule."""
 
 import math
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -393,6 +396,31 @@ def test_orders_drawn_ahead_are_the_python_loops(monkeypatch, epochs):
     )
     unshuffled = list(training._order_blocks(None, epochs, n))
     assert all((block == np.arange(n)).all() for block in unshuffled)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_draws_its_own_orders(data):
+    """After a fit in the parent (whose order-drawing thread a forked child lacks), a
+    fit in a forked child finishes, with the parent's results."""
+    X, Y = data
+
+    def weights():
+        network = MLP([4, 8, 1], seed=0)
+        network.fit(X, Y[:, 0], epochs=30, batch_size=16, seed=1)
+        return network.get_weights()
+
+    expected = weights()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 with the parent's weights
+        same = all(np.array_equal(a, b) for a, b in zip(weights(), expected))
+        os._exit(0 if same else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the forked child's fit did not finish")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 def test_zero_epochs_train_nothing(monkeypatch, data):

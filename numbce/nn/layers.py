@@ -236,9 +236,13 @@ def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input,
                 a = x[row, k]
                 for j in range(outputs):
                     work[start + j] += a * grad_output[row, j]
-        for j in range(outputs):
-            for k in range(inputs):
-                weight_grad[j, k] = work[k * outputs + j]
+        # Transposed in W's element order k, j (a strided store per element, which
+        # vectorizes; the j, k order does not).
+        flat_grad = flat_view(weight_grad)
+        for k in range(inputs):
+            start = k * outputs
+            for j in range(outputs):
+                flat_grad[j * inputs + k] = work[start + j]
     for j in range(outputs):
         totals[j] = 0.0
     i = np.uint64(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -392,13 +393,30 @@ def _order_blocks(rng, epochs: int, n: int):
     if len(sizes) < 2:
         yield from map(draw, sizes)
         return
-    with ThreadPoolExecutor(max_workers=1) as drawer:
-        pending = drawer.submit(draw, sizes[0])
+    drawer = _order_drawer()
+    pending = drawer.submit(draw, sizes[0])
+    try:
         for size in sizes[1:]:
             orders = pending.result()
             pending = drawer.submit(draw, size)
             yield orders
         yield pending.result()
+    finally:
+        pending.cancel() or pending.exception()  # a stopped fit waits for its draw
+
+
+_DRAWER: list[ThreadPoolExecutor] = []
+"""The thread that draws sample orders ahead (made on first use, kept: starting a thread
+took 0.2 ms, 2% of a small fit)."""
+
+
+def _order_drawer() -> ThreadPoolExecutor:
+    if not _DRAWER:
+        _DRAWER.append(ThreadPoolExecutor(1, thread_name_prefix="numbce-orders"))
+    return _DRAWER[0]
+
+
+os.register_at_fork(after_in_child=_DRAWER.clear)  # a forked child has no such thread
 
 
 def _compiled_epochs(runner, validation, epochs, rng, alone):
