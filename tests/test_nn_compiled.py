@@ -296,6 +296,33 @@ def test_divergence_stops_at_the_same_epoch_with_the_same_parameters(
         assert np.isfinite(network._flat_parameters).all()
 
 
+@pytest.mark.parametrize(("lr", "scale"), [(1e-2, 1.0), (1.0, 10.0)])
+def test_validation_beside_training_gives_the_python_loops_bits(
+    monkeypatch, data, lr, scale
+):
+    """Epochs validated on the second thread while the next call trains (nothing but
+    History listening): the Python loop's history and parameters; where training
+    diverges (lr 1: at epoch 14, in the second call, the first call's validation still
+    out), its error and restored parameters."""
+    X, Y = data
+    fast = _assert_same_training(
+        monkeypatch,
+        lambda: MLP([4, 8, 3], seed=0, dtype=np.float32),
+        X * scale,
+        Y,
+        optimizer=SGD,
+        options={"lr": lr, "momentum": 0.9},
+        epochs=40,
+        batch_size=16,
+        seed=2,
+        validation_split=0.25,
+    )
+    if lr == 1.0:
+        assert "training stopped at epoch 14/40" in fast[3]
+    else:
+        assert len(fast[2].history["val_loss"]) == 40
+
+
 def test_many_epochs_a_call_and_one_epoch_a_call_agree(monkeypatch, data):
     """The epochs of one call (nothing but History listening) are those of one call
     per epoch (a callback listening), including the shuffles drawn ahead."""
@@ -369,9 +396,7 @@ def test_read_only_training_data_shares_the_compiled_epochs(monkeypatch, data):
     for a, b in zip(writeable[0].parameters(), read_only[0].parameters(), strict=True):
         np.testing.assert_array_equal(a, b)
     network = writeable[0]
-    kernel = compiled._train_kernel(
-        network.loss, network.dtype.name
-    )  # both fits ran it
+    kernel, _ = compiled._train_kernel(network.loss, network.dtype.name)  # both ran it
     data_types = [signature[0] for signature in kernel.signatures]  # the data tuple
     assert data_types and all(
         not array.mutable for types in data_types for array in types

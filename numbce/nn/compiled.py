@@ -97,8 +97,8 @@ ADAM, ADAM_AMSGRAD, PLAIN_SGD = range(3)
 """Optimizer kinds."""
 
 (L2, THRESHOLD, BATCH_SIZE, FIRST, WEIGHTING, OPTIMIZER, BETA1, BETA2, EPS,
- WEIGHT_DECAY, DECOUPLED, MOMENTUM, DAMPENING, NESTEROV, STEP0,
- SETTINGS) = range(16)  # fmt: skip
+ WEIGHT_DECAY, DECOUPLED, MOMENTUM, DAMPENING, NESTEROV, STEP0, ROWS,
+ SETTINGS) = range(17)  # fmt: skip
 """Slots of the float64 settings array (SETTINGS: their count)."""
 
 SAMPLE_WEIGHT, LABEL_WEIGHT = 1, 2
@@ -428,7 +428,7 @@ def _update(settings, parameters, gradients, state, step, lr):
 
 
 def train_epochs(data, validation, model, state, work, settings, params, lrs, orders,
-                 logs):  # fmt: skip
+                 snapshots, logs):  # fmt: skip
     """Train one epoch per row of ``orders`` (the sample order of each); write each
     epoch's (loss sum, samples right, labels right, validation loss, validation samples
     right, validation labels right) to ``logs``. Returns (epochs completed, steps taken,
@@ -463,7 +463,6 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
     steps = 0
     last = layers.shape[0] - 1
     m = y_val.shape[0]
-    chunk = min(m, batch_y.shape[0])
     for epoch in range(orders.shape[0]):
         for i in range(parameters.size):
             epoch_start[i] = parameters[i]
@@ -507,23 +506,61 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
         logs[epoch, 0] = total_loss
         logs[epoch, 1] = samples_right
         logs[epoch, 2] = labels_right
-        if m:
-            for start in range(0, m, chunk):
-                count = min(chunk, m - start)
-                x = _matrix(X_val, start * features, count, features)
-                _forward(layers, parameters, activations, x, count, linear_work)
-                scores = _side(layers, last, OUTPUT, activations, x, count)
-                if count < m:
-                    val_scores[start : start + count] = scores
-            if chunk < m:
-                scores = _matrix(val_scores, 0, m, columns)
-            total = _loss_sum(scores, y_val, batch_weight, label_weight,
-                              pos_weight, 0, params, scores, False, loss_work)  # fmt: skip
-            logs[epoch, 3] = real(total / (m * columns))
-            samples, labels = count_correct(scores, y_val, threshold)
-            logs[epoch, 4] = samples
-            logs[epoch, 5] = labels
+        if snapshots.shape[0]:
+            snapshot = snapshots[epoch]
+            for i in range(parameters.size):
+                snapshot[i] = parameters[i]
+        elif m:
+            _validation_metrics(layers, parameters, (X_val, y_val, val_scores),
+                      (activations, linear_work, loss_work), (label_weight, pos_weight),
+                      params, settings, logs[epoch])  # fmt: skip
     return orders.shape[0], steps, OK, 0, 0.0
+
+
+def _validation_metrics(
+    layers, parameters, validation, work, weights, params, settings, log
+):
+    """``log[3:6]`` = the mean loss, samples right and labels right of the network with
+    ``parameters`` on ``validation = (X_val (1-d), y_val, scores buffer)``: its forward
+    pass in chunks of the workspace's rows (``settings[ROWS]``), the loss reduced as ``numbce.cpu`` reduces
+    a mean (``_loss_sum``, a global of each family's compiled copy)."""
+    X_val, y_val, val_scores = validation
+    activations, linear_work, loss_work = work
+    label_weight, pos_weight = weights
+    real = parameters.dtype.type
+    m, columns = y_val.shape
+    features, last = layers[0, WIDTH_IN], layers.shape[0] - 1
+    chunk = min(m, int(settings[ROWS]))
+    for start in range(0, m, chunk):
+        count = min(chunk, m - start)
+        x = _matrix(X_val, start * features, count, features)
+        _forward(layers, parameters, activations, x, count, linear_work)
+        scores = _side(layers, last, OUTPUT, activations, x, count)
+        if count < m:
+            val_scores[start : start + count] = scores
+    if chunk < m:
+        scores = _matrix(val_scores, 0, m, columns)
+    total = _loss_sum(scores, y_val, y_val, label_weight, pos_weight, 0, params,
+                      scores, False, loss_work)  # fmt: skip
+    log[3] = real(total / (m * columns))
+    log[4], log[5] = count_correct(scores, y_val, settings[THRESHOLD])
+
+
+def validate_epochs(snapshots, validation, model, work, settings, params, data, logs):
+    """:func:`_validation_metrics` of each row of ``snapshots`` (the parameters at the end of an
+    epoch, which :func:`train_epochs` kept) into the same row of ``logs``; ``work`` is
+    this call's own (activations, linear_work, loss_work): it runs beside training."""
+    X_val, y_val = _borrow(validation[0]), _borrow(validation[1])
+    val_scores = _borrow(validation[2])
+    activations = _borrow(work[0])
+    linear_work = (_borrow(work[1]), _borrow(work[2]))
+    loss_work = (_borrow(work[3]), _borrow(work[4]), _borrow(work[5]), _borrow(work[6]))
+    snapshots, logs = _borrow(snapshots), _borrow(logs)
+    label_weight, pos_weight = _borrow(data[3]), _borrow(data[4])
+    for epoch in range(snapshots.shape[0]):
+        _validation_metrics(model[0], snapshots[epoch], (X_val, y_val, val_scores),
+                  (activations, linear_work, loss_work), (label_weight, pos_weight),
+                  params, settings, logs[epoch])  # fmt: skip
 
 
 _SOURCES = ("compiled.py", "layers.py", "../optim.py")
@@ -546,18 +583,26 @@ def _with_globals(function, **names):
 
 @functools.cache
 def _train_kernel(family: str, dtype: str):
-    """:func:`train_epochs` compiled for one loss family and dtype: the family's formulas
-    are a global of its :func:`_loss_sum` copy (a kernel closing over a dispatcher, or
-    taking one as an argument, is never found in Numba's cache), its name keyed by the
-    family, the dtype and the sources."""
+    """:func:`train_epochs` and :func:`validate_epochs` compiled for one loss family
+    and dtype: the family's formulas are a global of its :func:`_loss_sum` copy (a
+    kernel closing over a dispatcher, or taking one as an argument, is never found in
+    Numba's cache), their names keyed by the family, the dtype and the sources."""
     element = cpu._element(family, dtype)
     loss_sum = numba.njit(nogil=True, error_model="numpy")(
         _with_globals(_loss_sum, element=element)
     )
-    function = _with_globals(train_epochs, _loss_sum=loss_sum)
+    metrics = numba.njit(**_INLINE)(
+        _with_globals(_validation_metrics, _loss_sum=loss_sum)
+    )
     key = hashlib.sha1(repr((family, dtype, _SOURCE_HASH)).encode()).hexdigest()
-    function.__qualname__ = f"train_epochs_{family}_{dtype}_{key[:16]}"
-    return numba.njit(**_JIT)(function)
+    kernels = []
+    for function in train_epochs, validate_epochs:
+        function = _with_globals(
+            function, _loss_sum=loss_sum, _validation_metrics=metrics
+        )
+        function.__qualname__ = f"{function.__name__}_{family}_{dtype}_{key[:16]}"
+        kernels.append(numba.njit(**_JIT)(function))
+    return tuple(kernels)
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -717,11 +762,12 @@ class CompiledFit:
             np.empty(max((layer.out_features for layer in linear), default=1)),
         )
         settings = np.zeros(SETTINGS)
-        settings[[L2, THRESHOLD, BATCH_SIZE, FIRST]] = (
+        settings[[L2, THRESHOLD, BATCH_SIZE, FIRST, ROWS]] = (
             l2,
             network._threshold,
             batch_size,
             network._first_trainable,
+            rows,
         )
         settings[WEIGHTING] = (weight is not None) * SAMPLE_WEIGHT + (
             label_weight is not None
@@ -730,13 +776,27 @@ class CompiledFit:
         self.settings = settings
         self.n, self.batch_size = n, batch_size
         self.steps_per_epoch = -(-n // batch_size)
-        self.kernel = _train_kernel(network.loss, dtype.name)
+        self.kernel, self.validator = _train_kernel(network.loss, dtype.name)
+        self.no_snapshots = np.empty((0, flat.size), dtype)
+        activations, linear_work, loss_work = (
+            self.work[0],
+            self.work[9:],
+            self.work[5:9],
+        )
+        self.validation_work = tuple(
+            np.empty_like(a) for a in (activations, *linear_work, *loss_work)
+        )
 
-    def run(self, orders: np.ndarray) -> tuple[list[dict], str | None]:
+    def run(
+        self, orders: np.ndarray, snapshots: np.ndarray | None = None
+    ) -> tuple[np.ndarray, str | None]:
         """Train one epoch per row of ``orders``; return the raw logs of the epochs
         completed, (loss, samples right, labels right, validation loss, validation
         samples right, validation labels right), and None or the reason training
-        stopped (the parameters then are those of the failing epoch's start)."""
+        stopped (the parameters then are those of the failing epoch's start). With
+        ``snapshots`` (one row per epoch, of the parameters' size), each epoch's
+        parameters are kept there instead of validated: :meth:`validate` fills the
+        validation columns later (and may run beside the next call)."""
         optimizer = self.optimizer
         steps = orders.shape[0] * self.steps_per_epoch
         first = optimizer.step_count
@@ -748,9 +808,11 @@ class CompiledFit:
             lrs = np.full(steps, optimizer._step_lr)
         self.settings[STEP0] = first
         logs = np.zeros((orders.shape[0], 6))
+        if snapshots is None:
+            snapshots = self.no_snapshots
         done, taken, status, batch, loss = self.kernel(
             self.data, self.validation, self.model, self.state, self.work,
-            self.settings, self.params, lrs, orders, logs,
+            self.settings, self.params, lrs, orders, snapshots, logs,
         )  # fmt: skip
         optimizer.step_count += taken
         if taken:
@@ -763,6 +825,15 @@ class CompiledFit:
         if reason is not None:
             np.copyto(self.network._flat_parameters, self.epoch_start)
         return logs[:done], reason
+
+    def validate(self, snapshots: np.ndarray, logs: np.ndarray) -> np.ndarray:
+        """Fill the validation columns of ``logs`` (of :meth:`run`) from the parameters
+        in ``snapshots``, on this object's own validation workspace; return ``logs``."""
+        self.validator(
+            snapshots, self.validation, self.model, self.validation_work,
+            self.settings, self.params, self.data, logs,
+        )  # fmt: skip
+        return logs
 
 
 def plan(network, optimizer, data, validation, batch_size, l2) -> CompiledFit | None:

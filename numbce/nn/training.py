@@ -421,25 +421,63 @@ os.register_at_fork(after_in_child=_DRAWER.clear)  # a forked child has no such 
 
 def _compiled_epochs(runner, validation, epochs, rng, alone):
     """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`)
-    in calls of one epoch, or (``alone``: nothing but History between epochs) of a
-    block of :func:`_order_blocks`; yield each call's ``(epochs, metrics)``: the epochs
-    (a range) and their metrics by name, a list of one value per epoch."""
+    in calls of one epoch, or (``alone``: nothing but History between epochs) of many;
+    yield each call's ``(epochs, metrics)``: the epochs (a range) and their metrics by
+    name, a list of one value per epoch.
+
+    With ``alone`` and validation data, a call keeps each epoch's parameters and the
+    order-drawing thread validates them while the next call trains (the same
+    parameters, the same metrics); calls shrink towards the end, so that little
+    validation is left when training ends."""
     network, n = runner.network, runner.n
     m = 0 if validation is None else validation[0].shape[0]
-    epoch = 0
+    deferred = alone and validation is not None
+    params = network._flat_parameters.size
+    most = min(-(-2 * epochs // 3), max(1, compiled.MAX_ORDER_ELEMENTS // params))
+    buffers = [np.empty((most, params), network.dtype) for _ in range(2 * deferred)]
+    epoch, calls, waiting = 0, 0, None
+
+    def results(raw, done):
+        metrics = {"loss": raw[:, 0] / n, **_accuracies(network, *raw.T[1:3], n)}
+        if validation is not None:
+            metrics["val_loss"] = raw[:, 3]
+            for name, value in _accuracies(network, *raw.T[4:6], m).items():
+                metrics[f"val_{name}"] = value
+        return done, {name: value.tolist() for name, value in metrics.items()}
+
     for orders in _order_blocks(rng, epochs, n):
-        for block in [orders] if alone else orders[:, None]:
-            raw, reason = runner.run(block)
-            metrics = {"loss": raw[:, 0] / n, **_accuracies(network, *raw.T[1:3], n)}
-            if validation is not None:
-                metrics["val_loss"] = raw[:, 3]
-                for name, value in _accuracies(network, *raw.T[4:6], m).items():
-                    metrics[f"val_{name}"] = value
+        start = 0
+        while start < len(orders):
+            size = len(orders) - start
+            if not alone:
+                size = 1
+            elif deferred:
+                size = min(size, most, max(1, -(-2 * (epochs - epoch) // 3)))
+            block = orders[start : start + size]
+            start += size
+            if deferred:
+                snapshots = buffers[calls % 2][:size]
+                raw, reason = runner.run(block, snapshots)
+                job = _order_drawer().submit(
+                    runner.validate, snapshots[: len(raw)], raw
+                )
+            else:
+                raw, reason = runner.run(block)
+            calls += 1
             done = range(epoch, epoch + raw.shape[0])
             epoch = done.stop
-            yield done, {name: value.tolist() for name, value in metrics.items()}
+            if waiting is not None:  # the previous call's validation, done meanwhile
+                yield results(waiting[0].result(), waiting[1])
+            if deferred:
+                waiting = job, done
+            else:
+                yield results(raw, done)
             if reason is not None:
+                if waiting is not None:
+                    yield results(waiting[0].result(), waiting[1])
                 raise _stopped(epoch, epochs, reason)
+    if waiting is not None:
+        yield results(waiting[0].result(), waiting[1])
 
 
 def _l2_penalty(network: Sequential, l2: float, count: int) -> float:
