@@ -150,7 +150,14 @@ def gather_rows(X, y, weight, rows, X_out, y_out, weight_out):
 @numba.njit(**_JIT)
 def count_correct(scores, y, threshold):
     """(samples whose every label is right, labels right) for the predictions
-    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C)."""
+    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C),
+    C-contiguous. One label: one count over the elements (a loop that vectorizes)."""
+    if scores.shape[1] == 1:
+        scores, y = flat_view(scores), flat_view(y)
+        right = 0
+        for i in range(np.uint64(scores.size)):
+            right += (scores[i] > threshold) == (y[i] > 0.5)
+        return right, right
     samples = labels = 0
     for i in range(scores.shape[0]):
         right = 0
