@@ -598,18 +598,19 @@ def _train_kernel(family: str, dtype: str):
     loss_sum = numba.njit(nogil=True, error_model="numpy")(
         _with_globals(_loss_sum, element=element)
     )
-    metrics = numba.njit(**_INLINE)(
-        _with_globals(_validation_metrics, _loss_sum=loss_sum)
-    )
     key = hashlib.sha1(repr((family, dtype, _SOURCE_HASH)).encode()).hexdigest()
-    kernels = []
-    for function in train_epochs, validate_epochs:
-        function = _with_globals(
-            function, _loss_sum=loss_sum, _validation_metrics=metrics
-        )
+
+    def compiled(function, **names):
+        function = _with_globals(function, _loss_sum=loss_sum, **names)
         function.__qualname__ = f"{function.__name__}_{family}_{dtype}_{key[:16]}"
-        kernels.append(numba.njit(**_JIT)(function))
-    return tuple(kernels)
+        return numba.njit(**_JIT)(function)
+
+    # Called, not inlined, by both kernels: its code is compiled once.
+    metrics = compiled(_validation_metrics)
+    return tuple(
+        compiled(function, _validation_metrics=metrics)
+        for function in (train_epochs, validate_epochs)
+    )
 
 
 # -- planning ---------------------------------------------------------------------------
