@@ -240,6 +240,43 @@ def test_activations_take_strided_arrays(rng, activation):
     )
 
 
+class _StridedOutput(Linear):
+    """A Linear layer whose output is a strided view (the same values)."""
+
+    def forward(self, x):
+        return np.repeat(super().forward(x), 2, axis=1)[:, ::2]
+
+
+def test_a_strided_network_output_is_counted_and_squashed(rng):
+    """A custom last layer returning a strided array: training counts its right
+    predictions, predict_proba squashes it (no kernel assumes it contiguous)."""
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(np.int64)
+    network = Sequential(Linear(3, 4, seed=0), ReLU(), _StridedOutput(4, 1, seed=1))
+    history = network.fit(X, y, epochs=3, batch_size=8, seed=0)
+    scores = network.decision_function(X)
+    accuracy = np.mean((scores > 0) == (y == 1))
+    assert network.evaluate(X, y)[1] == accuracy
+    np.testing.assert_allclose(
+        network.predict_proba(X), 1 / (1 + np.exp(-scores)), rtol=4 * eps(network.dtype)
+    )
+    assert len(history.history["accuracy"]) == 3
+
+
+@pytest.mark.parametrize("columns", [1, 3])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_count_correct_in_any_layout(rng, columns, layout):
+    from numbce.nn.compiled import count_correct
+
+    scores, y = rng.normal(size=(2, 30, 2 * columns))
+    scores, y = scores[:, :columns], (y[:, :columns] > 0).astype(np.float64)
+    if layout != "strided":
+        scores, y = np.asarray(scores, order=layout), np.asarray(y, order=layout)
+    right = (scores > 0) == (y > 0.5)
+    expected = (int(right.all(axis=1).sum()), int(right.sum()))
+    assert count_correct(scores, y, 0.0) == expected
+
+
 def test_flat_views_refuse_strided_arrays():
     import numba
 

@@ -6,6 +6,7 @@ import math
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -405,28 +406,57 @@ def test_read_only_training_data_shares_the_compiled_epochs(monkeypatch, data):
 
 @pytest.mark.parametrize("epochs", [0, 3, 4, 5, 30])
 def test_orders_drawn_ahead_are_the_python_loops(monkeypatch, epochs):
-    """The blocks of sample orders (the first drawn at once, the next on a second
-    thread while training) are rng.permutation(n) per epoch, in order; with no block
-    above MAX_ORDER_ELEMENTS indices."""
+    """The blocks of sample orders (each drawn on the second thread while the previous
+    one trains) are rng.permutation(n) per epoch, in order; with no block above
+    MAX_ORDER_ELEMENTS indices."""
     n = 7
     monkeypatch.setattr(compiled, "MAX_ORDER_ELEMENTS", 11 * n)
-    blocks = list(training._order_blocks(np.random.default_rng(3), epochs, n))
-    sizes = [len(block) for block in blocks]
+
+    def blocks(rng):
+        with training._Beside() as beside:
+            return list(training._order_blocks(rng, epochs, n, beside))
+
+    drawn = blocks(np.random.default_rng(3))
+    sizes = [len(block) for block in drawn]
     expected = [training.FIRST_ORDERS, 11, 11, 4][: len(sizes)]
     assert sum(sizes) == epochs and sizes[:-1] == expected[:-1]
     rng = np.random.default_rng(3)
-    drawn = [rng.permutation(n) for _ in range(epochs)]
     np.testing.assert_array_equal(
-        np.concatenate(blocks or [np.empty((0, n))]), np.reshape(drawn, (epochs, n))
+        np.concatenate(drawn or [np.empty((0, n))]),
+        np.reshape([rng.permutation(n) for _ in range(epochs)], (epochs, n)),
     )
-    unshuffled = list(training._order_blocks(None, epochs, n))
-    assert all((block == np.arange(n)).all() for block in unshuffled)
+    assert all((block == np.arange(n)).all() for block in blocks(None))
+
+
+def test_huge_epoch_counts_start_at_once():
+    """Blocks are sized as they are drawn: 10**12 epochs start as fast as 4."""
+    with training._Beside() as beside:
+        first = next(training._order_blocks(None, 10**12, 100_000, beside))
+    assert first.shape == (training.FIRST_ORDERS, 100_000)
+
+
+def test_without_a_second_thread_the_work_is_done_inline(monkeypatch, data):
+    """At interpreter shutdown no thread may start (submit raises RuntimeError): the
+    orders and validations are then computed on the calling thread, same bits."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    X, Y = data
+    fit = {"epochs": 30, "batch_size": 16, "seed": 1, "validation_split": 0.25}
+    expected = MLP([4, 8, 1], seed=0)
+    expected_history = expected.fit(X, Y[:, 0], **fit).history
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", refuse)
+    network = MLP([4, 8, 1], seed=0)
+    assert network.fit(X, Y[:, 0], **fit).history == expected_history
+    for a, b in zip(network.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_draws_its_own_orders(data):
-    """After a fit in the parent (whose order-drawing thread a forked child lacks), a
-    fit in a forked child finishes, with the parent's results."""
+def test_a_forked_child_trains_like_its_parent(data):
+    """After a fit in the parent (whose threads a forked child lacks), a fit in a
+    forked child finishes, with the parent's results."""
     X, Y = data
 
     def weights():

@@ -15,13 +15,15 @@ runs its Python loop):
 
 Any registered loss family, sample, class and label weights, ``l2``, learning-rate
 schedules (evaluated in Python before the epochs, one value per step), validation data
-and shuffling are covered. One call runs an epoch (or, when nothing but the built-in
-History listens between epochs, up to :data:`MAX_ORDER_ELEMENTS` worth of epochs): gather
-each batch in the drawn order, forward through the layers' own kernels
+and shuffling are covered. One call of :func:`train_epochs` runs an epoch (or, when
+nothing but the built-in History listens between epochs, many): gather each batch in
+the drawn order, forward through the layers' own kernels
 (``forward_kernel``/``backward_kernel`` of :mod:`numbce.nn.layers`: the one definition of
 their math), the loss family's per-element formulas (``numbce.cpu._element``, the
 function the loss kernels compile), backpropagation, the optimizer's own update kernel,
-the epoch's metrics and the validation metrics.
+the epoch's metrics and the validation metrics, or a copy of the epoch's parameters
+whose validation metrics :func:`validate_epochs` computes on a second thread while the
+next call trains.
 
 Same bits as the Python loop: every operation is the one the Python loop performs, on
 arrays of the same shapes and layouts, in the same order: the same layer and optimizer
@@ -47,7 +49,7 @@ import types
 import numba
 import numpy as np
 from numba.core import types as nbtypes
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from numbce import _config, _validate, cpu
 from numbce.losses import FAMILIES
@@ -108,7 +110,26 @@ OK, BAD_LOSS, BAD_PARAMETERS = range(3)
 """Statuses a compiled run returns."""
 
 MAX_ORDER_ELEMENTS = 1 << 22
-"""Most sample indices (8 bytes each) drawn ahead for the epochs of one call."""
+"""Most sample indices (8 bytes each) in one block of epochs' orders drawn ahead, and
+most parameter values in one of the two buffers of epoch snapshots whose validation runs
+beside training (see ``numbce.nn.training._compiled_epochs``)."""
+
+
+_SOURCES = ("compiled.py", "layers.py", "../optim.py")
+_SOURCE_HASH = hashlib.sha1(
+    b"".join((pathlib.Path(__file__).parent / name).read_bytes() for name in _SOURCES)
+    + cpu._SOURCE_HASH.encode()
+).hexdigest()[:12]
+"""Numba's cache checks only the file of the function it compiles; the epochs inline and
+link code from these files and from the loss kernels' sources, so their hash keys the
+cache entry."""
+
+
+def _cached(function):
+    """``function`` compiled, its cache entry named after the sources (it inlines code
+    of layers.py, which Numba's cache does not watch)."""
+    function.__qualname__ = f"{function.__name__}_{_SOURCE_HASH}"
+    return numba.njit(**_JIT)(function)
 
 
 def _inlined(kernel):
@@ -147,16 +168,39 @@ def gather_rows(X, y, weight, rows, X_out, y_out, weight_out):
             weight_out[k, 0] = weight[row, 0]
 
 
-@numba.njit(**_JIT)
+def _one_label_right(scores, y, threshold):
+    """The count of ``(scores > threshold) == (y > 0.5)`` over (n, 1) arrays."""
+    return int(np.count_nonzero((scores > threshold) == (y > 0.5)))
+
+
+@overload(_one_label_right, jit_options={"nogil": True, "error_model": "numpy"})
+def _one_label_right_compiled(scores, y, threshold):
+    if scores.layout == "C" and y.layout == "C":
+
+        def over_elements(scores, y, threshold):  # a loop that vectorizes
+            scores, y = flat_view(scores), flat_view(y)
+            right = 0
+            for i in range(np.uint64(scores.size)):
+                right += (scores[i] > threshold) == (y[i] > 0.5)
+            return right
+
+        return over_elements
+
+    def over_rows(scores, y, threshold):
+        right = 0
+        for i in range(scores.shape[0]):
+            right += (scores[i, 0] > threshold) == (y[i, 0] > 0.5)
+        return right
+
+    return over_rows
+
+
+@_cached
 def count_correct(scores, y, threshold):
     """(samples whose every label is right, labels right) for the predictions
-    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C),
-    C-contiguous. One label: one count over the elements (a loop that vectorizes)."""
+    ``scores > threshold`` against the labels ``y > 0.5``; both arrays (n, C)."""
     if scores.shape[1] == 1:
-        scores, y = flat_view(scores), flat_view(y)
-        right = 0
-        for i in range(np.uint64(scores.size)):
-            right += (scores[i] > threshold) == (y[i] > 0.5)
+        right = _one_label_right(scores, y, threshold)
         return right, right
     samples = labels = 0
     for i in range(scores.shape[0]):
@@ -320,7 +364,9 @@ def _borrow(typingctx, array):
 def _matrix(typingctx, flat, offset, rows, columns):
     """The C-contiguous (rows, columns) array at element ``offset`` of the C-contiguous
     ``flat``, without reference counting (no bounds check: the layer table sizes the
-    workspaces)."""
+    workspaces); no other layout compiles."""
+    if flat.layout != "C":
+        return None
     result = nbtypes.Array(flat.dtype, 2, "C")
     return result(flat, offset, rows, columns), view_codegen(flat, result)
 
@@ -438,7 +484,9 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
                  snapshots, logs):  # fmt: skip
     """Train one epoch per row of ``orders`` (the sample order of each); write each
     epoch's (loss sum, samples right, labels right, validation loss, validation samples
-    right, validation labels right) to ``logs``. Returns (epochs completed, steps taken,
+    right, validation labels right) to ``logs``, or, where ``snapshots`` has rows (one
+    per epoch), the first three and the epoch's parameters to its row, validation left
+    to :func:`validate_epochs`. Returns (epochs completed, steps taken,
     status, batch, loss): status OK, or BAD_LOSS at ``batch`` (1-based) with its
     ``loss``, or BAD_PARAMETERS; the parameters at the failing epoch's start are in
     ``model[3]``. ``batch_X`` and ``X_val`` are 1-d (rows of ``features``)."""
@@ -568,16 +616,6 @@ def validate_epochs(snapshots, validation, model, work, settings, params, data, 
         _validation_metrics(model[0], snapshots[epoch], (X_val, y_val, val_scores),
                   (activations, linear_work, loss_work), (label_weight, pos_weight),
                   params, settings, logs[epoch])  # fmt: skip
-
-
-_SOURCES = ("compiled.py", "layers.py", "../optim.py")
-_SOURCE_HASH = hashlib.sha1(
-    b"".join((pathlib.Path(__file__).parent / name).read_bytes() for name in _SOURCES)
-    + cpu._SOURCE_HASH.encode()
-).hexdigest()[:12]
-"""Numba's cache checks only the file of the function it compiles; the epochs inline and
-link code from these files and from the loss kernels' sources, so their hash keys the
-cache entry."""
 
 
 def _with_globals(function, **names):
@@ -818,6 +856,10 @@ class CompiledFit:
         logs = np.zeros((orders.shape[0], 6))
         if snapshots is None:
             snapshots = self.no_snapshots
+        elif snapshots.shape != (len(orders), self.no_snapshots.shape[1]) or (
+            snapshots.dtype != self.no_snapshots.dtype
+        ):
+            raise ValueError("snapshots must hold one row of parameters per epoch")
         done, taken, status, batch, loss = self.kernel(
             self.data, self.validation, self.model, self.state, self.work,
             self.settings, self.params, lrs, orders, snapshots, logs,

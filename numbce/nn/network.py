@@ -379,6 +379,7 @@ class Sequential:
         scores = self._scores(self._check_inputs(X))
         if self.head == "sigmoid":
             return self._outputs_of(scores).copy()
+        scores = np.ascontiguousarray(scores)  # sigmoid's loop runs over the elements
         probabilities = np.empty_like(scores)
         sigmoid(scores, probabilities)
         return self._outputs_of(probabilities)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
+import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
@@ -369,71 +369,79 @@ def _python_epochs(network, data, batch, step, epochs, rng):
         yield epoch, logs
 
 
-def _order_blocks(rng, epochs: int, n: int):
-    """The sample orders of ``epochs`` epochs, one row per epoch, in blocks: the draws
-    of ``rng.permutation(n)`` per epoch (the Python loop's; ``rng`` None: no shuffling),
-    one ``rng.permuted`` call per block. The first block (:data:`FIRST_ORDERS` epochs) is
-    drawn at once; each next block, 4 times as many epochs (at most
-    :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` indices), on a second thread while the
-    previous one trains (compiled epochs release the GIL)."""
+def _draw_orders(rng, count: int, n: int) -> np.ndarray:
+    """``count`` sample orders, one row per epoch: the draws of ``rng.permutation(n)``
+    per epoch (the Python loop's), in one ``rng.permuted`` call; ``rng`` None: no
+    shuffling."""
+    orders = np.empty((count, n), dtype=np.int64)
+    orders[:] = np.arange(n)
+    if rng is not None:
+        rng.permuted(orders, axis=1, out=orders)
+    return orders
+
+
+def _order_blocks(rng, epochs: int, n: int, beside: _Beside):
+    """The sample orders of ``epochs`` epochs in blocks (:func:`_draw_orders`): the
+    first of :data:`FIRST_ORDERS` epochs, each next one 4 times as large (at most
+    :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` indices), drawn by ``beside`` while
+    the previous block trains."""
     most = max(1, compiled.MAX_ORDER_ELEMENTS // n)
-    sizes, size, left = [], FIRST_ORDERS, epochs
-    while left:
-        sizes.append(min(size, most, left))
-        left -= sizes[-1]
-        size *= 4
-
-    def draw(count: int) -> np.ndarray:
-        orders = np.empty((count, n), dtype=np.int64)
-        orders[:] = np.arange(n)
-        if rng is not None:
-            rng.permuted(orders, axis=1, out=orders)
-        return orders
-
-    if len(sizes) < 2:
-        yield from map(draw, sizes)
-        return
-    drawer = _order_drawer()
-    pending = drawer.submit(draw, sizes[0])
-    try:
-        for size in sizes[1:]:
-            orders = pending.result()
-            pending = drawer.submit(draw, size)
-            yield orders
-        yield pending.result()
-    finally:
-        pending.cancel() or pending.exception()  # a stopped fit waits for its draw
+    size, left = min(FIRST_ORDERS, most, epochs), epochs
+    pending = beside.submit(_draw_orders, rng, size, n) if size else None
+    while pending is not None:
+        orders = pending.result()
+        left -= size
+        size = min(4 * size, most, left)
+        pending = beside.submit(_draw_orders, rng, size, n) if size else None
+        yield orders
 
 
-_DRAWER: list[ThreadPoolExecutor] = []
-"""The thread that draws sample orders ahead (made on first use, kept: starting a thread
-took 0.2 ms, 2% of a small fit)."""
+class _Beside:
+    """Work for a second thread beside compiled training (a one-thread pool, made per
+    ``fit`` and shut down with it), done at once on the calling thread where no thread
+    may start (at interpreter shutdown)."""
+
+    def __enter__(self) -> Self:
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=_BESIDE)
+        return self
+
+    def submit(self, function, *args) -> Future:
+        try:
+            return self.pool.submit(function, *args)
+        except RuntimeError:  # cannot schedule new futures after interpreter shutdown
+            done = Future()
+            done.set_result(function(*args))
+            return done
+
+    def __exit__(self, *error) -> None:
+        # Queued work is dropped, running work finished (it may hold the caller's
+        # generator), unless this is that thread (a collected generator).
+        beside = threading.current_thread().name.startswith(_BESIDE)
+        self.pool.shutdown(wait=not beside, cancel_futures=True)
 
 
-def _order_drawer() -> ThreadPoolExecutor:
-    if not _DRAWER:
-        _DRAWER.append(ThreadPoolExecutor(1, thread_name_prefix="numbce-orders"))
-    return _DRAWER[0]
-
-
-os.register_at_fork(after_in_child=_DRAWER.clear)  # a forked child has no such thread
+_BESIDE = "numbce-fit"
 
 
 def _compiled_epochs(runner, validation, epochs, rng, alone):
-    """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`)
-    in calls of one epoch, or (``alone``: nothing but History between epochs) of many;
+    """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`);
     yield each call's ``(epochs, metrics)``: the epochs (a range) and their metrics by
     name, a list of one value per epoch.
 
-    With ``alone`` and validation data, a call keeps each epoch's parameters and the
-    order-drawing thread validates them while the next call trains (the same
-    parameters, the same metrics); calls shrink towards the end, so that little
-    validation is left when training ends."""
+    With callbacks (not ``alone``), one epoch a call, its order drawn just before it
+    (the generator advances as in the Python loop). With nothing but History
+    listening, a second thread draws the orders a block ahead, calls run many epochs,
+    and with validation data each call keeps its epochs' parameters and that thread
+    computes their validation metrics while the next call trains (the same parameters,
+    the same metrics); calls then shrink towards the end, so that little validation is
+    left when training ends. Validation stays in the call for networks of more than
+    ``MAX_ORDER_ELEMENTS // 4`` parameters (the two snapshot buffers would grow
+    large)."""
     network, n = runner.network, runner.n
     m = 0 if validation is None else validation[0].shape[0]
-    deferred = alone and validation is not None
     params = network._flat_parameters.size
-    most = min(-(-2 * epochs // 3), max(1, compiled.MAX_ORDER_ELEMENTS // params))
+    most = min(-(-2 * epochs // 3), compiled.MAX_ORDER_ELEMENTS // params)
+    deferred = alone and validation is not None and most >= 4
     buffers = [np.empty((most, params), network.dtype) for _ in range(2 * deferred)]
     epoch, calls, waiting = 0, 0, None
 
@@ -445,39 +453,46 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
                 metrics[f"val_{name}"] = value
         return done, {name: value.tolist() for name, value in metrics.items()}
 
-    for orders in _order_blocks(rng, epochs, n):
-        start = 0
-        while start < len(orders):
-            size = len(orders) - start
-            if not alone:
-                size = 1
-            elif deferred:
-                size = min(size, most, max(1, -(-2 * (epochs - epoch) // 3)))
-            block = orders[start : start + size]
-            start += size
-            if deferred:
-                snapshots = buffers[calls % 2][:size]
-                raw, reason = runner.run(block, snapshots)
-                job = _order_drawer().submit(
-                    runner.validate, snapshots[: len(raw)], raw
-                )
-            else:
-                raw, reason = runner.run(block)
-            calls += 1
-            done = range(epoch, epoch + raw.shape[0])
-            epoch = done.stop
-            if waiting is not None:  # the previous call's validation, done meanwhile
-                yield results(waiting[0].result(), waiting[1])
-            if deferred:
-                waiting = job, done
-            else:
-                yield results(raw, done)
+    if not alone:
+        for epoch in range(epochs):
+            raw, reason = runner.run(_draw_orders(rng, 1, n))
+            yield results(raw, range(epoch, epoch + raw.shape[0]))
             if reason is not None:
-                if waiting is not None:
-                    yield results(waiting[0].result(), waiting[1])
                 raise _stopped(epoch, epochs, reason)
-    if waiting is not None:
-        yield results(waiting[0].result(), waiting[1])
+        return
+    with _Beside() as beside:
+        for orders in _order_blocks(rng, epochs, n, beside):
+            start = 0
+            while start < len(orders):
+                size = len(orders) - start
+                if deferred:
+                    size = min(size, most, max(1, -(-2 * (epochs - epoch) // 3)))
+                block = orders[start : start + size]
+                start += size
+                if deferred:
+                    snapshots = buffers[calls % 2][:size]
+                    raw, reason = runner.run(block, snapshots)
+                    job = beside.submit(runner.validate, snapshots[: len(raw)], raw)
+                else:
+                    raw, reason = runner.run(block)
+                calls += 1
+                done = range(epoch, epoch + raw.shape[0])
+                epoch = done.stop
+                if (
+                    waiting is not None
+                ):  # the previous call's validation, done meanwhile
+                    yield results(waiting[0].result(), waiting[1])
+                    waiting = None
+                if deferred:
+                    waiting = job, done
+                else:
+                    yield results(raw, done)
+                if reason is not None:
+                    if waiting is not None:
+                        yield results(waiting[0].result(), waiting[1])
+                    raise _stopped(epoch, epochs, reason)
+        if waiting is not None:
+            yield results(waiting[0].result(), waiting[1])
 
 
 def _l2_penalty(network: Sequential, l2: float, count: int) -> float:
