@@ -453,6 +453,19 @@ def test_without_a_second_thread_the_work_is_done_inline(monkeypatch, data):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_fit_of_few_epochs_starts_no_thread(monkeypatch, data):
+    """Up to FIRST_ORDERS epochs (one block of orders, validation in the call) train
+    on the calling thread alone (a thread would cost more than it saves)."""
+
+    def no_thread(*args, **kwargs):
+        raise AssertionError("a thread was started")
+
+    monkeypatch.setattr(training, "ThreadPoolExecutor", no_thread)
+    X, Y = data
+    network = MLP([4, 8, 1], seed=0)
+    network.fit(X, Y[:, 0], epochs=training.FIRST_ORDERS, validation_split=0.25)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_trains_like_its_parent(data):
     """After a fit in the parent (whose threads a forked child lacks), a fit in a

@@ -382,31 +382,34 @@ def _draw_orders(rng, count: int, n: int) -> np.ndarray:
 
 def _order_blocks(rng, epochs: int, n: int, beside: _Beside):
     """The sample orders of ``epochs`` epochs in blocks (:func:`_draw_orders`): the
-    first of :data:`FIRST_ORDERS` epochs, each next one 4 times as large (at most
-    :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` indices), drawn by ``beside`` while
-    the previous block trains."""
+    first of :data:`FIRST_ORDERS` epochs, drawn at once, each next one 4 times as large
+    (at most :data:`~numbce.nn.compiled.MAX_ORDER_ELEMENTS` indices), drawn by
+    ``beside`` while the previous block trains."""
     most = max(1, compiled.MAX_ORDER_ELEMENTS // n)
     size, left = min(FIRST_ORDERS, most, epochs), epochs
-    pending = beside.submit(_draw_orders, rng, size, n) if size else None
-    while pending is not None:
-        orders = pending.result()
+    orders = _draw_orders(rng, size, n) if size else None
+    while orders is not None:
         left -= size
         size = min(4 * size, most, left)
         pending = beside.submit(_draw_orders, rng, size, n) if size else None
         yield orders
+        orders = None if pending is None else pending.result()
 
 
 class _Beside:
-    """Work for a second thread beside compiled training (a one-thread pool, made per
-    ``fit`` and shut down with it), done at once on the calling thread where no thread
-    may start (at interpreter shutdown)."""
+    """Work for a second thread beside compiled training (a one-thread pool, started
+    by the first ``submit`` of a ``fit`` and shut down with it), done at once on the
+    calling thread where no thread may start (at interpreter shutdown)."""
+
+    pool: ThreadPoolExecutor | None = None
 
     def __enter__(self) -> Self:
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix=_BESIDE)
         return self
 
     def submit(self, function, *args) -> Future:
         try:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix=_BESIDE)
             return self.pool.submit(function, *args)
         except RuntimeError:  # cannot schedule new futures after interpreter shutdown
             done = Future()
@@ -416,8 +419,9 @@ class _Beside:
     def __exit__(self, *error) -> None:
         # Queued work is dropped, running work finished (it may hold the caller's
         # generator), unless this is that thread (a collected generator).
-        beside = threading.current_thread().name.startswith(_BESIDE)
-        self.pool.shutdown(wait=not beside, cancel_futures=True)
+        if self.pool is not None:
+            beside = threading.current_thread().name.startswith(_BESIDE)
+            self.pool.shutdown(wait=not beside, cancel_futures=True)
 
 
 _BESIDE = "numbce-fit"
