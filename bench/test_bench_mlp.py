@@ -25,10 +25,13 @@ cover still use). The scikit-learn contestants run last (see the note above them
 
 Every contestant runs float32 on the same number of threads (``--threads`` of conftest.py
 for Numba, PyTorch and the BLAS libraries), is warmed up (compiled) before timing, and is
-timed from a freshly initialised network; ``extra_info`` records the suite, case,
-contestant and test accuracy for the report script.
+timed from a freshly initialised network, for 3 to 20 rounds (about 0.2 s: the fast fits
+get more); ``extra_info`` records the suite, case, contestant and test accuracy for the
+report script.
 """
 
+import math
+import time
 import warnings
 
 import numpy as np
@@ -73,10 +76,19 @@ def _record(benchmark, case, contestant, test_accuracy):
     )
 
 
-def _timed_training(benchmark, train, rounds=3):
-    """Time ``train()`` (which builds and trains a fresh network) ``rounds`` times, after
-    one untimed call; return what the last call returned."""
+TIMED_SECONDS = 0.2
+"""Each contestant is timed for about this long: 3 to 20 rounds, by its warm-up call."""
+
+
+def _timed_training(benchmark, train):
+    """Time ``train()`` (which builds and trains a fresh network) for 3 to 20 rounds,
+    about :data:`TIMED_SECONDS` in all (a fast fit gets more rounds: its minimum is less
+    at the mercy of one noisy moment), after two untimed calls (compilation, then the
+    round count); return what the last call returned."""
     train()
+    start = time.perf_counter()
+    train()
+    rounds = min(20, max(3, math.ceil(TIMED_SECONDS / (time.perf_counter() - start))))
     return benchmark.pedantic(train, rounds=rounds, iterations=1)
 
 
