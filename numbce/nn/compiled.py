@@ -567,8 +567,9 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
                 snapshot[i] = parameters[i]
         elif m:
             _validation_metrics(layers, parameters, (X_val, y_val, val_scores),
-                      (activations, linear_work, loss_work), (label_weight, pos_weight),
-                      params, settings, logs[epoch])  # fmt: skip
+                                (activations, linear_work, loss_work),
+                                (label_weight, pos_weight), params, settings,
+                                logs[epoch])  # fmt: skip
     return orders.shape[0], steps, OK, 0, 0.0
 
 
@@ -577,8 +578,9 @@ def _validation_metrics(
 ):
     """``log[3:6]`` = the mean loss, samples right and labels right of the network with
     ``parameters`` on ``validation = (X_val (1-d), y_val, scores buffer)``: its forward
-    pass in chunks of the workspace's rows (``settings[ROWS]``), the loss reduced as ``numbce.cpu`` reduces
-    a mean (``_loss_sum``, a global of each family's compiled copy)."""
+    pass in chunks of the workspace's rows (``settings[ROWS]``), the loss reduced as
+    ``numbce.cpu`` reduces a mean (``_loss_sum``, a global of each family's compiled
+    copy)."""
     X_val, y_val, val_scores = validation
     activations, linear_work, loss_work = work
     label_weight, pos_weight = weights
@@ -602,9 +604,10 @@ def _validation_metrics(
 
 
 def validate_epochs(snapshots, validation, model, work, settings, params, data, logs):
-    """:func:`_validation_metrics` of each row of ``snapshots`` (the parameters at the end of an
-    epoch, which :func:`train_epochs` kept) into the same row of ``logs``; ``work`` is
-    this call's own (activations, linear_work, loss_work): it runs beside training."""
+    """:func:`_validation_metrics` of each row of ``snapshots`` (the parameters at the
+    end of an epoch, which :func:`train_epochs` kept) into the same row of ``logs``;
+    ``work`` is this call's own (activations, linear_work, loss_work): it runs beside
+    training."""
     X_val, y_val = _borrow(validation[0]), _borrow(validation[1])
     val_scores = _borrow(validation[2])
     activations = _borrow(work[0])
@@ -614,8 +617,9 @@ def validate_epochs(snapshots, validation, model, work, settings, params, data, 
     label_weight, pos_weight = _borrow(data[3]), _borrow(data[4])
     for epoch in range(snapshots.shape[0]):
         _validation_metrics(model[0], snapshots[epoch], (X_val, y_val, val_scores),
-                  (activations, linear_work, loss_work), (label_weight, pos_weight),
-                  params, settings, logs[epoch])  # fmt: skip
+                            (activations, linear_work, loss_work),
+                            (label_weight, pos_weight), params, settings,
+                            logs[epoch])  # fmt: skip
 
 
 def _with_globals(function, **names):

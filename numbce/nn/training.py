@@ -438,9 +438,9 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
     and with validation data each call keeps its epochs' parameters and that thread
     computes their validation metrics while the next call trains (the same parameters,
     the same metrics); calls then shrink towards the end, so that little validation is
-    left when training ends. Validation stays in the call for networks of more than
-    ``MAX_ORDER_ELEMENTS // 4`` parameters (the two snapshot buffers would grow
-    large)."""
+    left when training ends. Validation stays in the call for fits of up to 4 epochs
+    and for networks of more than ``MAX_ORDER_ELEMENTS // 4`` parameters (their two
+    snapshot buffers would be large)."""
     network, n = runner.network, runner.n
     m = 0 if validation is None else validation[0].shape[0]
     params = network._flat_parameters.size
@@ -482,9 +482,8 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
                 calls += 1
                 done = range(epoch, epoch + raw.shape[0])
                 epoch = done.stop
-                if (
-                    waiting is not None
-                ):  # the previous call's validation, done meanwhile
+                # The previous call's validation, done meanwhile.
+                if waiting is not None:
                     yield results(waiting[0].result(), waiting[1])
                     waiting = None
                 if deferred:
