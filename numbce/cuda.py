@@ -14,7 +14,7 @@ multiprocessor of :data:`numbce._config.THREADS_PER_BLOCK` threads; each thread 
 * it reads ``x[i]`` and ``y[i]`` once (range-checking the target in its own dtype, then
   casting it, and the weights, to the compute dtype in registers), writes each result asked
   for once, and adds its losses into a float64 register;
-* each block sums its threads' float64 sums with a fixed shared-memory tree into
+* each block sums its threads' float64 sums with a fixed tree in dynamic shared memory into
   ``partial[block]``; the host adds the partials with ``math.fsum`` (as the CPU does), so a
   result is the same on every call on the same device, and no second pass reads the data;
 * a per-column operand (``pos_weight`` of shape (C,)) is read at ``i % C``, never copied out;
@@ -41,6 +41,7 @@ import sys
 import warnings
 from typing import Any
 
+import numba
 import numpy as np
 
 from numbce import _config, _validate, cpu
@@ -186,7 +187,11 @@ def _kernel(family: Family, variant, threads: int, simulator: bool):
         if bad_target < n:
             cuda.atomic.min(first_bad, 1, bad_target)
         if reduce_loss:
-            sums = cuda.shared.array(threads, np.float64)
+            # Dynamic shared memory (size 0 here, ``threads`` float64 at launch): the
+            # simulator backs it with one buffer per launch, where it creates a static
+            # array on a block's first request without a lock (two threads of a block
+            # could get two arrays, and partial sums were lost).
+            sums = cuda.shared.array(0, numba.float64)
             t = cuda.threadIdx.x
             sums[t] = total
             cuda.syncthreads()
@@ -382,7 +387,8 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
         with warnings.catch_warnings():
             # Small inputs need few blocks: that is not the mistake Numba warns about.
             warnings.filterwarnings("ignore", "Grid size .* under-utilization")
-            launch = kernel[blocks, _config.THREADS_PER_BLOCK, stream]
+            shared_bytes = _config.THREADS_PER_BLOCK * np.dtype(np.float64).itemsize
+            launch = kernel[blocks, _config.THREADS_PER_BLOCK, stream, shared_bytes]
         launch(
             x,
             y,

@@ -8,11 +8,13 @@ same tests run unchanged, plus the ``gpu`` ones (PyTorch tensors, streams, large
 
 import ctypes
 import ctypes.util
+import importlib
 import math
 import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -549,6 +551,35 @@ def test_launches_on_the_stream_of_the_input(rng):
             x.copy_to_host(), y.copy_to_host(), reduction="none"
         ),
     )
+
+
+class _YieldingEmpty:
+    """NumPy, except that ``empty`` lets other threads run first: it widens the window
+    between the simulator's look-up and insert of a static shared array (``FakeCUDAShared
+    .array`` in ``numba/cuda/simulator/kernelapi.py``, unlocked), the race that lost partial
+    sums once in a few hundred launches under load."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(*args, **kwargs):
+        time.sleep(1e-4)
+        return np.empty(*args, **kwargs)
+
+
+@pytest.mark.skipif(not SIMULATOR, reason="a race of the CUDA simulator")
+@pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda family: family.name)
+def test_block_sums_survive_thread_switches_in_the_simulator(rng, monkeypatch, family):
+    kernelapi = importlib.import_module("numba.cuda.simulator.kernelapi")
+    monkeypatch.setattr(kernelapi, "np", _YieldingEmpty())
+    monkeypatch.setattr(_config, "MAX_BLOCKS", 2)
+    x = rng.uniform(0.01, 0.99, size=SHAPE)
+    y = rng.uniform(0.0, 1.0, size=SHAPE)
+    fn = getattr(numbce, family.name)
+    expected = fn(x, y, reduction="sum")
+    for _ in range(3):
+        _check(fn(cuda.to_device(x), cuda.to_device(y), reduction="sum"), expected)
 
 
 def test_threads_per_block_must_be_a_power_of_two(monkeypatch):
