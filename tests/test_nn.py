@@ -5,6 +5,10 @@ import io
 import json
 import math
 import pickle
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import numpy as np
@@ -450,6 +454,55 @@ def test_save_and_load_round_trip(tmp_path, rng, dtype):
     )
     with pytest.raises(ValueError, match="holds a Sequential, not a MLP"):
         MLP.load(tmp_path / "network")
+
+
+SAVE_IN_A_LOOP = """
+import sys
+import numpy as np
+from numbce.nn import MLP
+models = [MLP([512, 512, 1], dtype=np.float64, seed=seed) for seed in (0, 1)]
+models[0].save(sys.argv[1])
+print("saved", flush=True)
+for i in range(10**9):
+    models[i % 2].save(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_save_interrupted_at_any_moment_leaves_a_model_that_loads(tmp_path, sig):
+    expected = [MLP([512, 512, 1], dtype=np.float64, seed=seed) for seed in (0, 1)]
+    path = tmp_path / "model.npz"
+    delays = np.random.default_rng(sig.value).uniform(0.0, 0.05, size=3)
+    for delay in delays:
+        saver = subprocess.Popen(
+            [sys.executable, "-c", SAVE_IN_A_LOOP, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert saver.stdout.readline() == "saved\n"
+        time.sleep(delay)
+        saver.send_signal(sig)
+        saver.communicate()
+        loaded = MLP.load(path).parameters()
+        assert any(
+            all(np.array_equal(a, b) for a, b in zip(loaded, model.parameters()))
+            for model in expected
+        )
+
+
+def test_a_failed_save_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    MLP([3, 1], seed=0).save(path)
+    before = path.read_bytes()
+
+    def full_disk(file, **arrays):
+        file.write(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        MLP([3, 1], seed=1).save(path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 import numbce
+from numbce._files import write_atomically
 from numbce.losses import FAMILIES
 from numbce.nn import training
 from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid
@@ -422,10 +423,17 @@ class Sequential:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the configuration and the parameters to ``path`` (a NumPy .npz file)."""
+        """Write the configuration and the parameters to ``path`` (a NumPy .npz file).
+
+        The file is replaced atomically: interrupted at any moment, ``path`` still holds
+        the previous model (or nothing, if there was none), never a damaged file."""
         header = json.dumps({"class": type(self).__name__, "config": self.get_config()})
-        with open(path, "wb") as file:
-            np.savez(file, config=np.array(header), parameters=self._flat_parameters)
+        write_atomically(
+            path,
+            lambda file: np.savez(
+                file, config=np.array(header), parameters=self._flat_parameters
+            ),
+        )
 
     @classmethod
     def parameter_count(cls, config: dict) -> int:
