@@ -41,6 +41,7 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
 
 from numbce import _config, _validate, _vectormath
+from numbce._cache import use_checked_cache
 from numbce._validate import Request
 from numbce.losses import FAMILIES, Primitives
 
@@ -54,7 +55,6 @@ kernel, never copied out to the input's size); a flat array of the input's size.
 PARALLEL_LAUNCH = threading.Lock()
 """Held while a parallel kernel runs (see the module docstring)."""
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _INLINE = {
     "nogil": True,
     "error_model": "numpy",
@@ -244,11 +244,10 @@ def _kernel(variant: Variant):
         py_func=function,
         locals={},
         targetoptions={"nopython": True, "parallel": variant.parallel,
-                       "nogil": _JIT["nogil"], "error_model": _JIT["error_model"]},
+                       "nogil": True, "error_model": "numpy"},
     )  # fmt: skip
     kernel.vector_interleave = variant.interleave
-    kernel.enable_caching()
-    return kernel
+    return use_checked_cache(kernel)
 
 
 class _InterleavingDispatcher(CPUDispatcher):

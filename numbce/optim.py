@@ -24,9 +24,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba.extending import overload
+
+from numbce._cache import njit
 
 __all__ = [
     "SGD",
@@ -121,10 +122,10 @@ def _adam_kernel(amsgrad: bool):
                 v_i = v_max[i]
             p[i] -= step_size * (m[i] / (math.sqrt(v_i) / bias_correction2_sqrt + eps_))
 
-    return numba.njit(cache=True, nogil=True, error_model="numpy")(adam_update)
+    return njit(adam_update)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@njit
 def _sgd_update(
     param,
     grad,

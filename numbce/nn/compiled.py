@@ -52,6 +52,7 @@ from numba.core import types as nbtypes
 from numba.extending import intrinsic, overload
 
 from numbce import _config, _validate, cpu
+from numbce._cache import njit
 from numbce.losses import FAMILIES
 from numbce.nn.layers import (
     Flatten,
@@ -68,7 +69,6 @@ from numbce.optim import SGD, Adam, AdamW, _adam_kernel, _sgd_update
 
 __all__ = ["CompiledFit", "add_l2", "count_correct", "gather_rows", "plan"]
 
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _INLINE = {
     "nogil": True,
     "error_model": "numpy",
@@ -129,7 +129,7 @@ def _cached(function):
     """``function`` compiled, its cache entry named after the sources (it inlines code
     of layers.py, which Numba's cache does not watch)."""
     function.__qualname__ = f"{function.__name__}_{_SOURCE_HASH}"
-    return numba.njit(**_JIT)(function)
+    return njit(function)
 
 
 def _inlined(kernel):
@@ -154,7 +154,7 @@ sgd_update = _inlined(_sgd_update)
 # -- kernels shared with the Python loop ------------------------------------------------
 
 
-@numba.njit(**_JIT)
+@njit
 def gather_rows(X, y, weight, rows, X_out, y_out, weight_out):
     """``X_out[k] = X[rows[k]]``, ``y_out[k] = y[rows[k]]`` and, unless ``weight`` is
     None, ``weight_out[k] = weight[rows[k]]``, for the 2-d ``X``, ``y``, ``weight``."""
@@ -212,7 +212,7 @@ def count_correct(scores, y, threshold):
     return samples, labels
 
 
-@numba.njit(**_JIT)
+@njit
 def add_l2(parameters, gradients, ranges, scale):
     """Add ``scale * w`` to the gradient of every parameter ``w`` in the ``ranges``
     ((start, stop) rows) of the flat buffers; return the float64 sum of the ``w**2``, in
@@ -229,7 +229,7 @@ def add_l2(parameters, gradients, ranges, scale):
 # -- the loss reduction, as numbce.cpu computes it ---------------------------------------
 
 
-@numba.njit(**_JIT)
+@njit
 def exact_sum(values, count, partials):
     """``math.fsum(values[:count])`` (Shewchuk's algorithm and CPython's correction of
     the final rounding; ``partials`` a float64 buffer of ``count + 1``); with an
@@ -645,7 +645,7 @@ def _train_kernel(family: str, dtype: str):
     def compiled(function, **names):
         function = _with_globals(function, _loss_sum=loss_sum, **names)
         function.__qualname__ = f"{function.__name__}_{family}_{dtype}_{key[:16]}"
-        return numba.njit(**_JIT)(function)
+        return njit(function)
 
     # Called, not inlined, by both kernels: its code is compiled once.
     metrics = compiled(_validation_metrics)

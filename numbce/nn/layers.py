@@ -40,6 +40,8 @@ from numba.core import types as nbtypes
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
+from numbce._cache import njit
+
 __all__ = ["Flatten", "Layer", "Linear", "ReLU", "Sigmoid", "Tanh"]
 
 INITS = ("kaiming_uniform", "glorot_uniform")
@@ -59,8 +61,6 @@ the forward pass and the weight gradient (their loops run along the outputs, W o
 transposed in a workspace); with fewer outputs, the weight gradient and d loss / d input
 (along the inputs). The forward pass of few outputs stays BLAS (a dot product per
 output, which a loop cannot vectorize without reordering its sum)."""
-
-_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 # -- views ------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def flat_view(a):
 # start + j) costs a wraparound test per element that keeps the loop from vectorizing.
 
 
-@numba.njit(**_JIT)
+@njit
 def _linear_forward(x, weight, bias, out, work):
     """``out = x W^T + b``: x (n, in), W (out, in), b (out,), out (n, out); ``work`` a
     buffer of at least in * out elements of the dtype. BLAS, but for a narrow input (see
@@ -178,7 +178,7 @@ def _linear_forward(x, weight, bias, out, work):
             out[i, j] += bias[j]
 
 
-@numba.njit(**_JIT)
+@njit
 def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input, work,
                      totals):  # fmt: skip
     """``dW = g^T x``, ``db = column sums of g`` (accumulated in float64, in
@@ -277,7 +277,7 @@ def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input,
 # rows of a batch are not short loops each with its own remainder).
 
 
-@numba.njit(**_JIT)
+@njit
 def _relu(x, out):
     """``out = max(x, 0)`` elementwise."""
     x, out = flat_view(x), flat_view(out)
@@ -285,7 +285,7 @@ def _relu(x, out):
         out[i] = max(x[i], 0.0)
 
 
-@numba.njit(**_JIT)
+@njit
 def _relu_backward(grad_output, out, grad_input):
     """``grad_input = grad_output * (out > 0)`` (``out`` is the ReLU's output): a select
     of values loaded unconditionally, which vectorizes (a conditional load becomes a
@@ -301,7 +301,7 @@ def _relu_backward(grad_output, out, grad_input):
         grad_input[i] = value if out[i] > 0 else zero
 
 
-@numba.njit(**_JIT)
+@njit
 def sigmoid(x, out):
     """``out = 1 / (1 + exp(-x))`` elementwise, from ``e = exp(-|x|)`` so that no
     exponential overflows: ``1 / (1 + e)`` for x >= 0, ``e / (1 + e)`` below."""
@@ -311,7 +311,7 @@ def sigmoid(x, out):
         out[i] = 1 / (1 + e) if x[i] >= 0 else e / (1 + e)
 
 
-@numba.njit(**_JIT)
+@njit
 def _sigmoid_backward(grad_output, out, grad_input):
     """``grad_input = grad_output * out * (1 - out)`` (``out`` is the sigmoid)."""
     grad_output, out, grad_input = (
@@ -323,7 +323,7 @@ def _sigmoid_backward(grad_output, out, grad_input):
         grad_input[i] = grad_output[i] * out[i] * (1 - out[i])
 
 
-@numba.njit(**_JIT)
+@njit
 def _tanh(x, out):
     """``out = tanh(x)`` elementwise."""
     x, out = flat_view(x), flat_view(out)
@@ -331,7 +331,7 @@ def _tanh(x, out):
         out[i] = math.tanh(x[i])
 
 
-@numba.njit(**_JIT)
+@njit
 def _tanh_backward(grad_output, out, grad_input):
     """``grad_input = grad_output * (1 - out**2)`` (``out`` is the tanh)."""
     grad_output, out, grad_input = (

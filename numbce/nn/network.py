@@ -22,10 +22,10 @@ import json
 import os
 from collections.abc import Callable, Sequence
 
-import numba
 import numpy as np
 
 import numbce
+from numbce._cache import njit
 from numbce._files import write_atomically
 from numbce.losses import FAMILIES
 from numbce.nn import training
@@ -41,7 +41,7 @@ FINITE_BLOCK = 4096
 """Elements :func:`all_finite` checks between its early exits."""
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@njit
 def all_finite(values):
     """Whether every element of the flat float ``values`` is finite: one vectorized pass
     (``|v| < inf`` is false for nan and +-inf) that stops at the first bad block, with
