@@ -39,10 +39,13 @@ leaf.
 
 :func:`xgboost_metric` and :func:`lightgbm_metric` return the matching evaluation metric,
 the weighted mean loss ``sum(w l) / sum(w)`` (the mean without weights) of raw margins,
-which is what both libraries pass a custom metric when the objective is custom.
+which is what both libraries pass a custom metric when the objective is custom; nan for no
+samples or weights summing to 0.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -178,14 +181,17 @@ class Metric:
         self.__name__ = f"numbce_{loss}"
 
     def value(self, margins, labels, weight=None) -> float:
-        """``sum(w l) / sum(w)`` (the mean loss without weights), in float64."""
+        """``sum(w l) / sum(w)`` (the mean loss without weights), in float64; nan where
+        there is nothing to average (no samples, or weights summing to 0), as a mean of
+        nothing is everywhere in numbce."""
         margins, labels, weight = _margins(margins), _flat(labels), _flat(weight)
         if weight is None:
             return float(self._loss(margins, labels, reduction="mean", **self.options))
         total = self._loss(
             margins, labels, reduction="sum", weight=weight, **self.options
         )
-        return float(total) / float(weight.sum(dtype=np.float64))
+        denominator = float(weight.sum(dtype=np.float64))
+        return float(total) / denominator if denominator else math.nan
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         native = _is_data(y_pred)

@@ -7,6 +7,7 @@ the ``*_grad_hess`` kernels return; the metrics equal the built-in log-loss; the
 notes on base scores and probabilities hold.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -223,6 +224,20 @@ def test_xgboost_base_score_with_a_custom_objective():
     np.testing.assert_allclose(
         started.predict(data, output_margin=True), np.log(rate / (1 - rate)), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("metric", [boosting.xgboost_metric, boosting.lightgbm_metric])
+@pytest.mark.parametrize(
+    "margins, labels, weight",
+    [([], [], None), ([], [], []), ([0.5, -1.0], [1, 0], [0.0, 0.0]),
+     ([0.5, -1.0], [1, 0], [1.0, -1.0])],
+    ids=["empty", "empty-weighted", "zero-weights", "weights-summing-to-0"],
+)  # fmt: skip
+def test_a_metric_of_nothing_to_average_is_nan(metric, margins, labels, weight):
+    margins, labels = np.array(margins, float), np.array(labels, float)
+    weight = None if weight is None else np.array(weight, float)
+    value = metric().value(margins, labels, weight)
+    assert isinstance(value, float) and math.isnan(value)
 
 
 def test_xgboost_metric_equals_the_builtin_logloss():
