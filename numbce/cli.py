@@ -9,10 +9,12 @@ import json
 import math
 import os
 import sys
+import tempfile
 
 import numpy as np
 
 import numbce
+from numbce._files import write_atomically
 
 
 def demo() -> None:
@@ -92,20 +94,17 @@ def train(
     plotting.training_curves(run.history, plot, validation_label="test")
     print(f"wrote {plot}")
     if json_path is not None:
-        with open(json_path, "w") as file:
-            json.dump(
-                {
-                    "tutorial": tutorial.name,
-                    "settings": dict(settings, lr=run.lr),
-                    "seed": seed,
-                    "train": run.train,
-                    "test": run.test,
-                    "training_seconds": run.seconds,
-                    "history": run.history.history,
-                },
-                file,
-                indent=1,
-            )
+        record = {
+            "tutorial": tutorial.name,
+            "settings": dict(settings, lr=run.lr),
+            "seed": seed,
+            "train": run.train,
+            "test": run.test,
+            "training_seconds": run.seconds,
+            "history": run.history.history,
+        }
+        text = json.dumps(record, indent=1).encode()
+        write_atomically(json_path, lambda file: file.write(text))
         print(f"wrote {json_path}")
 
 
@@ -163,10 +162,20 @@ def _positive_float(text: str) -> float:
 
 
 def _output_file(text: str) -> str:
-    """argparse type: a file name whose folder exists (checked before any training)."""
+    """argparse type: a file that can be written, checked before any training: not a
+    folder, in a folder where a file can be created (tried: a temporary file, deleted)."""
     folder = os.path.dirname(text) or "."
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"no folder {folder!r} to write {text!r} into")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text!r}: {error.strerror} in {folder!r}"
+        ) from None
     return text
 
 

@@ -55,6 +55,12 @@ def test_plot_takes_the_format_of_its_suffix(tmp_path, name, signature):
     assert (tmp_path / name).read_bytes().startswith(signature)
 
 
+LINUX_ONLY = pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="/proc: a folder where no file can be made",
+)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -66,6 +72,18 @@ def test_plot_takes_the_format_of_its_suffix(tmp_path, name, signature):
         (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
         (["--plot", "missing/c.png"], "argument --plot: no folder 'missing'"),
         (["--json", "missing/h.json"], "argument --json: no folder 'missing'"),
+        (["--plot", "."], "argument --plot: '.' is a folder, not a file"),
+        (["--json", "."], "argument --json: '.' is a folder, not a file"),
+        pytest.param(
+            ["--plot", "/proc/c.png"],
+            "argument --plot: cannot write '/proc/c.png': No such file or directory",
+            marks=LINUX_ONLY,
+        ),
+        pytest.param(
+            ["--json", "/proc/h.json"],
+            "argument --json: cannot write '/proc/h.json': No such file or directory",
+            marks=LINUX_ONLY,
+        ),
         (["--plot", "curves.xyz"], "argument --plot: 'curves.xyz' must end in one of"),
         (["--plot", "curves"], "argument --plot: 'curves' must end in one of"),
         (["mnist"], "invalid choice: 'mnist'"),
