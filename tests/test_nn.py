@@ -716,6 +716,62 @@ def _forged_file(path, layer_sizes, shape, values=()):
     return path
 
 
+def _archive(path, config_text, parameters):
+    """An .npz of the two members :meth:`MLP.save` writes, with any contents."""
+    np.savez(path, config=np.array(config_text), parameters=parameters)
+    return path
+
+
+def _saved_config(**changes):
+    config = MLP([3, 5, 1], seed=0).get_config() | changes
+    return json.dumps({"class": "MLP", "config": config})
+
+
+FORGED = {
+    "no class": (json.dumps({"config": {}}), np.zeros(26), "malformed configuration"),
+    "a list as config": ('["MLP"]', np.zeros(26), "malformed configuration"),
+    "not JSON": ("{", np.zeros(26), "a configuration that is not JSON"),
+    "an extra key": (_saved_config(colour="red"), np.zeros(26),
+                     r"malformed configuration \(.*colour"),
+    "a string class": (json.dumps({"class": 5, "config": {}}), np.zeros(26),
+                       "holds a 5, not a MLP"),
+    "bad loss options": (_saved_config(loss_options={"label_smoothing": 5}),
+                         np.zeros(26), r"label_smoothing must be in \[0, 1\], got 5"),
+    "complex parameters": (_saved_config(), np.zeros(26, complex),
+                           "dtype complex128, not float32 or float64"),
+    "string parameters": (_saved_config(), np.array(["1.0"] * 26),
+                          "dtype <U3, not float32 or float64"),
+    "nan parameters": (_saved_config(), np.full(26, np.nan), "not finite"),
+    "an infinite parameter": (_saved_config(), np.r_[np.zeros(25), np.inf], "not finite"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FORGED, ids=list(FORGED))
+def test_a_forged_file_is_a_value_error_naming_what_is_wrong(tmp_path, case):
+    config, parameters, message = FORGED[case]
+    with pytest.raises(ValueError, match=message):
+        MLP.load(_archive(tmp_path / "m.npz", config, parameters))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda data: data[: len(data) // 2], lambda data: data[:10], lambda data: b"",
+     lambda data: data[:100] + bytes(len(data) - 100), lambda data: data[:-30]],
+    ids=["half", "10 bytes", "empty", "zeroed", "no end"],
+)  # fmt: skip
+def test_a_damaged_file_is_a_value_error(tmp_path, damage):
+    path = tmp_path / "m.npz"
+    MLP([30, 50, 1], seed=0).save(path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=str(path)):
+        MLP.load(path)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="holds one array"):
+        MLP.load(tmp_path / "one.npy")
+    with pytest.raises(FileNotFoundError):
+        MLP.load(tmp_path / "missing.npz")
+
+
 def test_load_checks_the_parameter_count_before_allocating(tmp_path):
     path = tmp_path / "model.npz"
     MLP([3, 5, 1], dtype=np.float64, seed=0).save(path)

@@ -246,14 +246,17 @@ def test_bad_losses(make, message):
         make()
 
 
-def test_an_unknown_loss_option_fails_before_any_update(rng):
-    X, y = _data(rng)
-    model = MLP([3, 4, 1], seed=0, loss_options={"gamma": 2.0})
-    before = model.get_weights()
-    with pytest.raises(TypeError, match="gamma"):
-        model.fit(X, y)
-    for a, b in zip(model.parameters(), before):
-        np.testing.assert_array_equal(a, b)
+def test_loss_options_are_checked_when_the_network_is_built():
+    with pytest.raises(
+        TypeError,
+        match=r"loss 'binary_cross_entropy_with_logits' takes no option 'gamma'; it "
+        r"takes \['label_smoothing', 'pos_weight'\]",
+    ):
+        MLP([3, 4, 1], seed=0, loss_options={"gamma": 2.0})
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\], got 5"):
+        MLP([3, 4, 1], seed=0, loss_options={"label_smoothing": 5})
+    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1000\], got -1"):
+        MLP([3, 4, 1], loss="sigmoid_focal_loss", loss_options={"gamma": -1})
 
 
 def test_get_and_set_weights(rng):

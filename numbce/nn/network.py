@@ -17,9 +17,12 @@ allocated once per ``fit``.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -178,6 +181,18 @@ class Sequential:
                 f"loss_options may not set {sorted(FIT_OPTIONS & options.keys())}: "
                 "training sets them (use fit's sample_weight for weights)"
             )
+        accepted = inspect.signature(self.loss_function).parameters.keys() - (
+            FIT_OPTIONS | {"input", "target", "out"}
+        )
+        unknown = sorted(options.keys() - accepted)
+        if unknown:
+            raise TypeError(
+                f"loss {loss!r} takes no option {unknown[0]!r}; it takes "
+                f"{sorted(accepted)}"
+            )
+        for option in FAMILIES[loss].options:  # checked now, not at the first batch
+            if option.name in options:
+                option.check(options[option.name])
         self.loss = loss
         self.loss_options = {
             name: np.asarray(value) if isinstance(value, (list, tuple)) else value
@@ -449,35 +464,86 @@ class Sequential:
         """The network :meth:`save` wrote to ``path`` (its class must be ``cls`` or a
         subclass); it predicts exactly as the saved one.
 
-        Before anything is allocated, the parameter count the configuration implies must
-        equal the stored array's length (read from its header), and the file must be
-        large enough to hold that array: a damaged or forged file raises ValueError."""
-        with np.load(path, allow_pickle=False) as data:
-            saved = json.loads(str(data["config"]))
-            model_class = MODELS.get(saved["class"])
-            if model_class is None or not issubclass(model_class, cls):
-                raise ValueError(
-                    f"{path} holds a {saved['class']}, not a {cls.__name__}"
-                )
+        A damaged or forged file raises ValueError naming what is wrong (a file that is
+        not a whole .npz archive, a missing or malformed configuration, bad loss options,
+        parameters that are not finite float32/float64 numbers), and before anything is
+        allocated the parameter count the configuration implies must equal the stored
+        array's length (read from its header), in a file large enough to hold it."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (zipfile.BadZipFile, EOFError, ValueError) as error:
+            raise ValueError(f"{path} is not a numbce model file ({error})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a file's content: ValueError
+            raise ValueError(  # noqa: TRY004
+                f"{path} holds one array, not a numbce model's .npz archive"
+            )
+        with data:
             try:
-                count = model_class.parameter_count(saved["config"])
-            except (KeyError, TypeError) as error:
-                raise ValueError(
-                    f"{path} holds a malformed configuration ({error!r})"
-                ) from None
-            shape, dtype = _stored_array_header(data, "parameters")
-            if shape != (count,):
-                raise ValueError(
-                    f"{path} stores parameters of shape {shape}, its configuration "
-                    f"needs ({count},)"
-                )
-            if count * dtype.itemsize > os.path.getsize(path):
-                raise ValueError(
-                    f"{path} is too small to hold the {count} {dtype} parameters its "
-                    "header announces"
-                )
+                return cls._from_archive(path, data)
+            except (zipfile.BadZipFile, EOFError, zlib.error) as error:  # a member
+                raise ValueError(f"{path} is damaged ({error})") from None
+
+    @classmethod
+    def _from_archive(cls, path, data: np.lib.npyio.NpzFile) -> Sequential:
+        """:meth:`load`'s checks and build, on the opened archive."""
+        if sorted(data.files) != ["config", "parameters"]:
+            raise ValueError(
+                f"{path} holds {sorted(data.files)}, not a numbce model's "
+                "['config', 'parameters']"
+            )
+        try:
+            saved = json.loads(str(data["config"]))
+        except ValueError as error:
+            raise ValueError(
+                f"{path} holds a configuration that is not JSON ({error})"
+            ) from None
+        if not (
+            isinstance(saved, dict)
+            and saved.keys() == {"class", "config"}
+            and isinstance(saved["config"], dict)
+        ):
+            raise ValueError(
+                f"{path} holds a malformed configuration: not "
+                '{"class": ..., "config": {...}}'
+            )
+        model_class = (
+            MODELS.get(saved["class"]) if isinstance(saved["class"], str) else None
+        )
+        if model_class is None or not issubclass(model_class, cls):
+            raise ValueError(f"{path} holds a {saved['class']}, not a {cls.__name__}")
+        try:
+            count = model_class.parameter_count(saved["config"])
+        except (KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path} holds a malformed configuration ({error!r})"
+            ) from None
+        shape, dtype = _stored_array_header(data, "parameters")
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"{path} stores parameters of dtype {dtype}, not float32 or float64"
+            )
+        if shape != (count,):
+            raise ValueError(
+                f"{path} stores parameters of shape {shape}, its configuration "
+                f"needs ({count},)"
+            )
+        if count * dtype.itemsize > os.path.getsize(path):
+            raise ValueError(
+                f"{path} is too small to hold the {count} {dtype} parameters its "
+                "header announces"
+            )
+        try:
             model = model_class.from_config(saved["config"])
-            np.copyto(model._flat_parameters, data["parameters"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{path} holds a malformed configuration ({error})"
+            ) from None
+        parameters = data["parameters"]
+        if not all_finite(parameters):
+            raise ValueError(
+                f"{path} holds parameters that are not finite (nan or inf)"
+            )
+        np.copyto(model._flat_parameters, parameters)
         return model
 
     def __getstate__(self) -> dict:
