@@ -7,8 +7,8 @@ Primitives`. Notation: ``x`` logit, ``y`` target in [0, 1].
   one is ``r``, the other ``e*r``; neither is ever formed as ``1 - sigmoid``.
 * ``softplus(z) = max(z, 0) + log1p(exp(-|z|))``; ``softplus(x)`` and ``softplus(-x)`` share
   ``log1p(e)``.
-* A term whose coefficient is 0 counts as 0 even when its value is infinite
-  (:func:`term`), so infinite logits (and infinite weights) give the limits, never nan.
+* A product with a factor 0 is 0 even when the other factor is infinite (:func:`term`),
+  so infinite logits (and infinite weights) give the limits, never nan.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from numbce.losses._family import Primitives
 
 
 def make(primitives: Primitives) -> SimpleNamespace:
-    """``term(coefficient, value)`` and ``logistic(x)`` in ``primitives.real`` arithmetic."""
+    """``term(u, v)`` and ``logistic(x)`` in ``primitives.real`` arithmetic."""
     real, exp, log1p_unit, jit = (
         primitives.real,
         primitives.exp,
@@ -29,9 +29,9 @@ def make(primitives: Primitives) -> SimpleNamespace:
     zero, one = real(0.0), real(1.0)
 
     @jit
-    def term(coefficient, value):
-        """``coefficient * value``, but 0 when the coefficient is 0 (``0 * inf = 0``)."""
-        return coefficient * value if coefficient != zero else zero
+    def term(u, v):
+        """``u * v``, but 0 when either factor is 0 (``0 * inf = 0``; nan stays nan)."""
+        return u * v if (u != zero) & (v != zero) else zero
 
     @jit
     def logistic(x):

@@ -69,6 +69,8 @@ def compute_dtype(dtype, name: str = "input") -> np.dtype:
     hint = (
         " (cast integer or bool inputs to float explicitly)"
         if dtype.kind in "iub"
+        else _LONG_DOUBLE_HINT
+        if dtype.kind == "f"
         else ""
     )
     raise TypeError(
@@ -76,9 +78,18 @@ def compute_dtype(dtype, name: str = "input") -> np.dtype:
     )
 
 
+_LONG_DOUBLE_HINT = " (long double is not supported: cast it to float64)"
+
+
 def check_real_dtype(dtype, name: str) -> None:
-    """Targets and weights may be float, integer or bool; anything else is a TypeError."""
+    """Targets and weights may be float, integer or bool of at most 64 bits; anything
+    else is a TypeError."""
     dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise TypeError(
+            f"{name} must be a real or bool array of at most 64 bits, got dtype "
+            f"{dtype}{_LONG_DOUBLE_HINT}"
+        )
     if dtype.kind not in _REAL_KINDS or dtype.itemsize > 8:
         raise TypeError(f"{name} must be a real or bool array, got dtype {dtype}")
 
@@ -203,16 +214,21 @@ class Request:
         if result is None or result is out:
             return result
         result_type = self.result_dtype.type
-        if not isinstance(result, np.ndarray):
-            return result_type(result)
-        if result.shape != self.shape:
-            result = result.reshape(self.shape)
-        if out is not None:  # computed aside: copied (and cast) in
-            np.copyto(out, result, casting="unsafe")
-            return out
-        return (
-            result if result.dtype == self.result_dtype else result.astype(result_type)
-        )
+        # A value beyond the result dtype's range (a sum, a float16 computed in float32)
+        # is inf there: a result, not a warning.
+        with np.errstate(over="ignore"):
+            if not isinstance(result, np.ndarray):
+                return result_type(result)
+            if result.shape != self.shape:
+                result = result.reshape(self.shape)
+            if out is not None:  # computed aside: copied (and cast) in
+                np.copyto(out, result, casting="unsafe")
+                return out
+            return (
+                result
+                if result.dtype == self.result_dtype
+                else result.astype(result_type)
+            )
 
 
 def _operand(name: str, value, shape: tuple, check=check_broadcastable):

@@ -139,7 +139,8 @@ def _primitives(dtype: str, data: str) -> Primitives:
                 return m * m
             return one if g == zero else exp(g * log(m))
 
-    return Primitives(fmt.real, exp, log, log1p, log1p_unit, power, jit)
+    narrow = None if data == dtype else _primitives(data, data)
+    return Primitives(fmt.real, exp, log, log1p, log1p_unit, power, jit, narrow)
 
 
 @functools.cache

@@ -104,7 +104,12 @@ def _element(family: Family, single: bool, simulator: bool):
     jit = (lambda function: device(_ieee(function))) if simulator else device
     wide = single and family.float32_in_float64
     real = np.float32 if single and not wide else np.float64
-    element = family.element(Primitives(real, exp, log, log1p, log1p, power, jit))
+    narrow = (
+        Primitives(np.float32, exp, log, log1p, log1p, power, jit) if wide else None
+    )
+    element = family.element(
+        Primitives(real, exp, log, log1p, log1p, power, jit, narrow)
+    )
     if not wide:
         return element
     narrow, double = np.float32, np.float64
@@ -415,8 +420,5 @@ def compute(family: Family, outputs: Outputs, input, target, **options) -> tuple
 
     loss = loss_out
     if reduce_loss:
-        with np.errstate(over="ignore"):
-            loss = request.result_dtype.type(
-                _validate.finish(total, n, request.reduction)
-            )
+        loss = request.shaped(_validate.finish(total, n, request.reduction))
     return loss, grad_out, hess_out

@@ -730,10 +730,12 @@ def test_wide_target_is_checked_before_rounding_as_on_the_cpu():
         numbce.binary_cross_entropy_with_logits(cuda.to_device(x), cuda.to_device(y))
 
 
-def test_overflowing_sum_is_inf_not_an_exception():
-    x = np.zeros(64)
-    x[0] = x[40] = -1e308  # two blocks each hold a loss of 1e308
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_overflowing_sum_is_inf_not_an_exception(dtype):
+    x = np.zeros(64, dtype)
+    x[0] = x[40] = -np.finfo(dtype).max  # two blocks each hold the largest loss
     got = numbce.binary_cross_entropy_with_logits(
-        cuda.to_device(x), cuda.to_device(np.ones(64)), reduction="sum"
+        cuda.to_device(x), cuda.to_device(np.ones(64, dtype)), reduction="sum"
     )
-    assert got == np.inf
+    assert got == np.inf and got.dtype == dtype

@@ -14,6 +14,7 @@ import pytest
 
 import numbce
 from numbce import cpu, reference
+from numbce.losses import FAMILIES
 
 DIGEST = textwrap.dedent(
     """
@@ -112,6 +113,21 @@ def test_overflowing_sum_is_inf_not_an_exception(reduction):
     focal = numbce.sigmoid_focal_loss(-x, np.zeros(8192), alpha=None, gamma=0.0,
                                       reduction=reduction)  # fmt: skip
     assert focal == np.inf
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_sum_beyond_a_narrow_dtype_is_inf_without_a_warning(name, dtype):
+    """Losses of the dtype's largest magnitude (p = 1 for probabilities, the most negative
+    logit otherwise, for target 1), their sum, and float16's derivatives computed in
+    float32: inf where beyond the range, silently (an error under ``-W error``)."""
+    probabilities = FAMILIES[name].input_in_unit_interval
+    x = np.full(8192, 0.0 if probabilities else -np.finfo(dtype).max, dtype)
+    loss, grad = getattr(numbce, name + "_value_and_grad")(
+        x, np.ones(8192, dtype), weight=np.finfo(dtype).max, reduction="sum"
+    )
+    assert loss.dtype == dtype and loss == np.inf and grad.dtype == dtype
 
 
 def test_infinite_weight_gives_the_reference_not_nan():

@@ -113,6 +113,23 @@ def test_unsupported_input_dtypes_are_type_errors(fn, bad_input):
         fn(bad_input, np.zeros(3))
 
 
+@pytest.mark.skipif(
+    np.dtype(np.longdouble).itemsize <= 8, reason="long double is double here"
+)
+def test_long_double_is_said_to_be_unsupported():
+    wide = np.zeros(3, np.longdouble)
+    for x, y, name in ((np.zeros(3), wide, "target"), (wide, np.zeros(3), "input")):
+        with pytest.raises(TypeError, match=re.escape(
+            f"got dtype {wide.dtype} (long double is not supported: cast it to float64)"
+        )) as error:  # fmt: skip
+            numbce.binary_cross_entropy_with_logits(x, y)
+        assert str(error.value).startswith(name)
+    with pytest.raises(
+        TypeError, match="weight must be a real or bool array of at most"
+    ):
+        numbce.binary_cross_entropy_with_logits(np.zeros(3), np.zeros(3), weight=wide)
+
+
 @pytest.mark.parametrize(
     "bad_target",
     [

@@ -223,6 +223,7 @@ def test_derivatives_match_torch_double_autograd(rng, name, hard):
 # --- The sigmoid focal loss ---------------------------------------------------------------
 
 FOCAL = FAMILIES["sigmoid_focal_loss"]
+BCE_LOGITS = FAMILIES["binary_cross_entropy_with_logits"]
 ALPHAS = [None, 0.0, 0.25, 1.0, -1.0]
 GAMMAS = [0.0, 0.5, 1.0, 2.0, 3.7]
 
@@ -255,23 +256,93 @@ def test_focal_matches_the_torchvision_formula(rng, alpha, gamma, hard, reductio
     np.testing.assert_allclose(got_hess, hess.numpy(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "dtype, hard, ulps",
-    [(np.float64, False, 1), (np.float64, True, 1), (np.float32, True, 2)],
-)
-def test_focal_with_gamma_0_and_no_alpha_is_bce_with_logits(rng, dtype, hard, ulps):
-    """Equal to 1 ulp in float64. float32 focal is computed in float64 and correctly
-    rounded, float32 BCE is within 1.5 ulps: hard labels 2 apart at most (soft-label
-    gradients cancel, and BCE's float32 ones are within 6.8 ulps only)."""
-    x, y = _inputs(rng, FOCAL, "2d", dtype, hard)
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("dtype", [np.float16, *DTYPES])
+def test_focal_with_gamma_0_and_no_alpha_is_bce_with_logits(rng, dtype, hard):
+    """The same bits, extreme logits included: focal is built on BCE with logits' terms,
+    computed in the data's dtype (see also test_properties.py)."""
+    x, y = _inputs(rng, FOCAL, "2d", np.float64, hard)
     x = np.concatenate([x.ravel(), [0.0, 30.0, -30.0, 700.0, -700.0, 1e30, -1e30]])
-    y = np.resize(y.ravel(), x.size)
-    x = x.astype(dtype)
+    y = np.resize(y.ravel(), x.size).astype(dtype)
+    with np.errstate(over="ignore"):
+        x = x.astype(dtype)
     for suffix in ("", "_grad", "_hess"):
         focal = _call(FOCAL, suffix, x, y, alpha=None, gamma=0.0, reduction="none")
-        bce = _call(FAMILIES["binary_cross_entropy_with_logits"], suffix, x, y,
-                    reduction="none")  # fmt: skip
-        np.testing.assert_array_max_ulp(focal, bce, maxulp=ulps)
+        bce = _call(BCE_LOGITS, suffix, x, y, reduction="none")
+        np.testing.assert_array_equal(focal, bce)
+
+
+EDGE_INPUTS = {
+    "logits": [
+        -np.inf,
+        -1e308,
+        -40.0,
+        -1.0,
+        -1e-3,
+        0.0,
+        1e-300,
+        1.0,
+        40.0,
+        1e308,
+        np.inf,
+    ],
+    "probabilities": [0.0, 1e-300, 1e-3, 0.5, 1.0 - 1e-16, 1.0],
+}
+EDGE_TARGETS = [0.0, 0.25, 0.5, 1.0]
+EDGE_SCALES = [
+    0.0,
+    1.0,
+    2.5,
+    1e308,
+    np.inf,
+]  # weight, and pos_weight where there is one
+EDGE_OPTIONS = {
+    "sigmoid_focal_loss": [{"alpha": 0.0}, {"alpha": 1.0, "gamma": 0.0},
+                           {"alpha": None, "gamma": 1000.0}],
+    "binary_cross_entropy_with_logits": [{"label_smoothing": 1.0}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_reference_and_kernels_agree_on_every_edge(name):
+    """Every combination of extreme inputs, targets, zero and infinite weights and
+    pos_weights, and the family's options: the oracle gives the kernels' limits (inf,
+    0 where a coefficient has a factor 0), nan exactly where they do."""
+    family = FAMILIES[name]
+    scales = EDGE_SCALES if family.pos_weight else [1.0]
+    grid = np.array(list(itertools.product(
+        EDGE_INPUTS[family.input_grid], EDGE_TARGETS, EDGE_SCALES, scales
+    ))).T  # fmt: skip
+    x, y, w, q = grid
+    operands = {"weight": w} | ({"pos_weight": q} if family.pos_weight else {})
+    # soft-target derivatives cancel: absolute errors in ulps of the terms' scale w max(1, q)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = w * np.maximum(1.0, q)
+    scale[~np.isfinite(scale)] = 0.0
+    for options in (*family.accuracy_options, *EDGE_OPTIONS.get(name, [])):
+        ulps = 64 * eps(np.float64) * max(1.0, options.get("gamma", 0.0))
+        for suffix in ("", "_grad", "_hess"):
+            got = _call(family, suffix, x, y, reduction="none", **operands, **options)
+            expected = getattr(reference, name + suffix)(
+                x, y, reduction="none", **operands, **options
+            )
+            wrong = ~np.isclose(
+                got, expected, ulps, ulps * scale + 1e-300, equal_nan=True
+            )
+            assert not wrong.any(), (
+                f"{name}{suffix} {options}: at (x, y, w, q) = {grid.T[wrong][:5]} "
+                f"got {got[wrong][:5]}, expected {expected[wrong][:5]}"
+            )
+
+
+def test_infinite_pos_weight_on_a_negative_target_is_no_weight():
+    x, y = np.array([1.0, -3.0]), np.array([0.0, 0.0])
+    for suffix in ("", "_grad", "_hess"):
+        got = _call(BCE_LOGITS, suffix, x, y, pos_weight=np.inf, reduction="none")
+        np.testing.assert_array_equal(
+            got, _call(BCE_LOGITS, suffix, x, y, reduction="none")
+        )
+    assert np.isfinite(_call(BCE_LOGITS, "", x, y, pos_weight=np.inf)).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -307,8 +378,10 @@ def test_torch_focal_formula_gives_nan_gradients_there():
         ({"alpha": 1.5}, ValueError, "alpha must be None, negative (no weighting) or <= 1, got 1.5"),
         ({"alpha": float("nan")}, ValueError, "alpha must be None, negative (no weighting) or <= 1, got nan"),
         ({"alpha": "0.25"}, TypeError, "alpha must be a real number, got '0.25'"),
-        ({"gamma": -0.5}, ValueError, "gamma must be >= 0, got -0.5"),
-        ({"gamma": float("nan")}, ValueError, "gamma must be >= 0, got nan"),
+        ({"gamma": -0.5}, ValueError, "gamma must be in [0, 1000], got -0.5"),
+        ({"gamma": float("nan")}, ValueError, "gamma must be in [0, 1000], got nan"),
+        ({"gamma": float("inf")}, ValueError, "gamma must be in [0, 1000], got inf"),
+        ({"gamma": 1e155}, ValueError, "gamma must be in [0, 1000], got 1e+155"),
         ({"gamma": None}, TypeError, "gamma must be a real number, got None"),
     ],
 )  # fmt: skip

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+
 MAX_PARAMS = 3
 """Kernel parameters per family (padded with zeros): they travel in one array."""
 
@@ -26,7 +28,9 @@ class Primitives(NamedTuple):
     with ``z`` in [0, 1] (a ``log1p`` the backend may specialise), ``power(m, g)``
     (``m**g``, 1 for ``g = 0``) with ``m`` in [0, 1] and ``g >= 0``; ``jit`` turns a plain
     Python function into one the backend's kernels can call (``numba.njit(forceinline=
-    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU).
+    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU). ``data``: where the
+    data's dtype is narrower than ``real`` (float32 data of a ``float32_in_float64``
+    family), the primitives of the data's dtype, else None.
     """
 
     real: type
@@ -36,6 +40,7 @@ class Primitives(NamedTuple):
     log1p_unit: Callable
     power: Callable
     jit: Callable
+    data: Primitives | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,13 @@ def real_scalar(name: str, value) -> float:
         return float(value) + 0.0
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
+
+
+def times(u, v):
+    """``u * v`` for the NumPy references, 0 wherever a factor is 0 (even if the other is
+    inf: an infinite logit, weight or pos_weight), as the kernels' coefficients."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where((u == 0) | (v == 0), 0.0, u * v)
 
 
 def mp(value):

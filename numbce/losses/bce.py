@@ -43,7 +43,7 @@ def _element(primitives: Primitives):
 
 
 def _reference(p, y, w, q):
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         loss = -w * (
             y * np.maximum(np.log(p), LOG_CLAMP)
             + (1.0 - y) * np.maximum(np.log1p(-p), LOG_CLAMP)

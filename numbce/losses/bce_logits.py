@@ -1,7 +1,8 @@
 """Binary cross-entropy on logits (``torch.nn.BCEWithLogitsLoss``), with label smoothing.
 
 With ``y' = y (1 - eps) + eps/2`` and ``1 - y' = (1 - y)(1 - eps) + eps/2`` (computed
-directly: ``1 - y'`` would cancel for y = 1), ``a = w q y'`` and ``b = w (1 - y')``::
+directly: ``1 - y'`` would cancel for y = 1), ``a = w q y'`` and ``b = w (1 - y')`` (every product with a factor 0 is 0, even if
+another factor is infinite)::
 
     l      = a softplus(-x) + b softplus(x)         (both terms >= 0: nothing cancels)
     dl/dx  = b sigmoid(x) - a sigmoid(-x)           (no cancellation for hard labels)
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from numbce import _formulas
-from numbce.losses._family import Family, Option, Primitives, mp, real_scalar
+from numbce.losses._family import Family, Option, Primitives, mp, real_scalar, times
 
 
 def _check_label_smoothing(value) -> float:
@@ -36,12 +37,12 @@ def _element(primitives: Primitives):
     @primitives.jit
     def element(x, y, w, q, params):
         keep, half_eps = params[0], params[1]
-        a = term(q * (y * keep + half_eps), w)
+        a = term(term(y * keep + half_eps, q), w)
         b = term((one - y) * keep + half_eps, w)
         sigmoid_pos, sigmoid_neg, e, r, log1p_e = logistic(x)
         loss = term(a, max(zero, -x) + log1p_e) + term(b, max(zero, x) + log1p_e)
-        grad = b * sigmoid_pos - a * sigmoid_neg
-        hess = (a + b) * (e * r * r)
+        grad = term(b, sigmoid_pos) - term(a, sigmoid_neg)
+        hess = term(a + b, e * r * r)
         return loss, grad, hess
 
     return element
@@ -53,23 +54,17 @@ def _sigmoid_pair(x):
     return np.where(x >= 0, one, small), np.where(x >= 0, small, one)
 
 
-def _times(coefficient, term):
-    """``coefficient * term``, 0 wherever the coefficient is 0 (even if the term is inf:
-    an infinite logit or weight)."""
-    with np.errstate(invalid="ignore"):
-        return np.where(coefficient == 0, 0.0, coefficient * term)
-
-
 def _reference(x, y, w, q, label_smoothing=0.0):
-    a = _times(q * (y * (1.0 - label_smoothing) + 0.5 * label_smoothing), w)
-    b = _times((1.0 - y) * (1.0 - label_smoothing) + 0.5 * label_smoothing, w)
+    a = times(times(q, y * (1.0 - label_smoothing) + 0.5 * label_smoothing), w)
+    b = times((1.0 - y) * (1.0 - label_smoothing) + 0.5 * label_smoothing, w)
     softplus_pos = np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     softplus_neg = np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     sigmoid_pos, sigmoid_neg = _sigmoid_pair(x)
-    loss = _times(a, softplus_neg) + _times(b, softplus_pos)
-    with np.errstate(invalid="ignore"):  # inf - inf: infinite weights on both terms
-        grad = b * sigmoid_pos - a * sigmoid_neg
-        hess = (a + b) * sigmoid_pos * sigmoid_neg
+    # inf (a weight beyond the range), or inf - inf (infinite weights on both terms)
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = times(a, softplus_neg) + times(b, softplus_pos)
+        grad = times(b, sigmoid_pos) - times(a, sigmoid_neg)
+        hess = times(a + b, sigmoid_pos * sigmoid_neg)
     return loss, grad, hess
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from numbce import _formulas
-from numbce.losses._family import Family, Option, Primitives, mp, real_scalar
+from numbce.losses import bce_logits
+from numbce.losses._family import Family, Option, Primitives, mp, real_scalar, times
 
 
 def _check_alpha(value):
@@ -35,10 +36,16 @@ def _check_alpha(value):
     return value
 
 
+MAX_GAMMA = 1000.0
+"""The largest gamma: ``m^gamma`` has about ``gamma`` ulps of error from the rounding of
+``m`` (and is below float64's smallest number for every ``m <= 1/2`` from gamma = 1075
+on); beyond, the loss and its derivatives would be noise, then inf or nan."""
+
+
 def _check_gamma(value) -> float:
     value = real_scalar("gamma", value)
-    if not value >= 0.0:  # nan too
-        raise ValueError(f"gamma must be >= 0, got {value!r}")
+    if not 0.0 <= value <= MAX_GAMMA:  # nan and inf too
+        raise ValueError(f"gamma must be in [0, {MAX_GAMMA:g}], got {value!r}")
     return value
 
 
@@ -50,33 +57,49 @@ def _params(alpha, gamma: float) -> tuple[float, float, float]:
 
 
 def _element(primitives: Primitives):
+    """The focal terms on BCE with logits' own unweighted ``(ce, g, s s_)``, computed by
+    that family's formulas in the data's dtype (float32 for float32 data, whose focal
+    terms are computed in float64), the weight multiplied last: gamma = 0 with alpha None
+    gives BCE's bits (without weight, or with hard targets), and ``alpha_t``, ``m^gamma
+    <= 1`` times a value round to at most that value, so focal <= BCE there."""
     f = _formulas.make(primitives)
-    zero, one, two = (primitives.real(v) for v in (0.0, 1.0, 2.0))
+    real = primitives.real
+    zero, one, two = (real(v) for v in (0.0, 1.0, 2.0))
     term, logistic, pow_ = f.term, f.logistic, primitives.power
+    data = primitives.data or primitives
+    narrow, data_one, data_zero = data.real, data.real(1.0), data.real(0.0)
+    bce = bce_logits.FAMILY.element(data)
 
     @primitives.jit
     def element(x, y, w, q, params):
         alpha_pos, alpha_neg, gamma = params[0], params[1], params[2]
+        ce, g, h = bce(narrow(x), narrow(y), data_one, data_one,
+                       (data_one, data_zero, data_zero))  # fmt: skip
+        ce, g, h = real(ce), real(g), real(h)
         not_y = one - y
-        weight = term(alpha_pos * y + alpha_neg * not_y, w)
-        sigmoid_pos, sigmoid_neg, e, r, log1p_e = logistic(x)
-        ce = term(y, max(zero, -x) + log1p_e) + term(not_y, max(zero, x) + log1p_e)
+        alpha_t = min(alpha_pos * y + alpha_neg * not_y, one)
+        sigmoid_pos, sigmoid_neg, e, r, _ = logistic(x)
         # m = r d; u = s s_ / m = r e / d, whose limit is r where d = e = 0 (y = 1, x = inf)
         d = not_y + e * y if x >= zero else e * not_y + y
-        m = r * d
+        m = min(r * d, one)
         u = r * (e / d if d != zero else one)
         power = pow_(m, gamma)
-        k = not_y - y
-        g = not_y * sigmoid_pos - y * sigmoid_neg
-        ku_ce = k * term(u, ce)
-        loss = term(weight, term(power, ce))
-        grad = term(weight, power * (g + gamma * ku_ce))
-        curvature = (
-            e * r * r
-            + two * gamma * k * u * g
-            + gamma * ku_ce * ((gamma - one) * k * u + sigmoid_neg - sigmoid_pos)
-        )
-        hess = term(weight, power * curvature)
+        if (
+            gamma == zero
+        ):  # BCE's derivatives, as they are (adding 0 is not a no-op on -0)
+            grad_core, hess_core = g, h
+        else:
+            k = not_y - y
+            ku_ce = k * term(u, ce)
+            grad_core = g + gamma * ku_ce
+            hess_core = (
+                h
+                + two * gamma * k * u * g
+                + gamma * ku_ce * ((gamma - one) * k * u + sigmoid_neg - sigmoid_pos)
+            )
+        loss = term(w, term(alpha_t, term(power, ce)))
+        grad = term(w, term(alpha_t, term(power, grad_core)))
+        hess = term(w, term(alpha_t, term(power, hess_core)))
         return loss, grad, hess
 
     return element
@@ -97,20 +120,17 @@ def _reference(x, y, w, q, alpha=0.25, gamma=2.0):
         u = np.where(m > 0, s * s_ / m, np.maximum(s, s_))
         k = 1.0 - 2.0 * y
         g = (1.0 - y) * s - y * s_
-        u_ce = np.where(u == 0, 0.0, u * ce)
-        weight = w * (alpha_pos * y + alpha_neg * (1.0 - y))
+        u_ce = times(u, ce)
+        weight = times(w, alpha_pos * y + alpha_neg * (1.0 - y))
         power = m**gamma
-        loss = weight * np.where(ce == 0, 0.0, ce * power)
-        grad = weight * power * (g + gamma * k * u_ce)
-        hess = (
-            weight
-            * power
-            * (
-                s * s_
-                + 2 * gamma * k * u * g
-                + gamma * k * u_ce * ((gamma - 1) * k * u + s_ - s)
-            )
+        loss = times(weight, times(ce, power))
+        grad = times(weight, power * (g + gamma * k * u_ce))
+        curvature = (
+            s * s_
+            + 2 * gamma * k * u * g
+            + gamma * k * u_ce * ((gamma - 1) * k * u + s_ - s)
         )
+        hess = times(weight, power * curvature)
     return loss, grad, hess
 
 
