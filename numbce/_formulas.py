@@ -7,8 +7,10 @@ Primitives`. Notation: ``x`` logit, ``y`` target in [0, 1].
   one is ``r``, the other ``e*r``; neither is ever formed as ``1 - sigmoid``.
 * ``softplus(z) = max(z, 0) + log1p(exp(-|z|))``; ``softplus(x)`` and ``softplus(-x)`` share
   ``log1p(e)``.
-* A product with a factor 0 is 0 even when the other factor is infinite (:func:`term`),
-  so infinite logits (and infinite weights) give the limits, never nan.
+* A term whose coefficient is 0 counts as 0 even when its value is infinite
+  (:func:`term`), so infinite logits give the limits, never nan. A coefficient made of
+  several factors is built as ``term(term(a, b), c)``: 0 as soon as ``a`` is (a target 0
+  under an infinite ``pos_weight``).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ def make(primitives: Primitives) -> SimpleNamespace:
     zero, one = real(0.0), real(1.0)
 
     @jit
-    def term(u, v):
-        """``u * v``, but 0 when either factor is 0 (``0 * inf = 0``; nan stays nan)."""
-        return u * v if (u != zero) & (v != zero) else zero
+    def term(coefficient, value):
+        """``coefficient * value``, but 0 when the coefficient is 0 (``0 * inf = 0``)."""
+        return coefficient * value if coefficient != zero else zero
 
     @jit
     def logistic(x):

@@ -140,7 +140,9 @@ def _primitives(dtype: str, data: str) -> Primitives:
             return one if g == zero else exp(g * log(m))
 
     narrow = None if data == dtype else _primitives(data, data)
-    return Primitives(fmt.real, exp, log, log1p, log1p_unit, power, jit, narrow)
+    return Primitives(
+        fmt.real, exp, log, log1p, log1p_unit, power, jit, _vectormath.fma, narrow
+    )
 
 
 @functools.cache

@@ -39,6 +39,7 @@ import importlib
 import math
 import sys
 import warnings
+from fractions import Fraction
 from typing import Any
 
 import numba
@@ -92,24 +93,33 @@ def _ieee(function):
     return call
 
 
+def _exact_fma(a, b, c):
+    """``a * b + c`` rounded once, for the simulator (its ``cuda.fma`` rounds twice)."""
+    if not all(map(math.isfinite, (a, b, c))):
+        return a * b + c
+    return type(a)(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+
+
 @functools.cache
 def _element(family: Family, single: bool, simulator: bool):
     """``family``'s per-element formulas for one dtype, compiled as a CUDA device function
     (float32 data computed in float64 where the family asks for it, as on the CPU)."""
     if simulator:
         exp, log, log1p, power = map(_ieee, (np.exp, np.log, np.log1p, np.power))
+        fma = _exact_fma
     else:
         exp, log, log1p, power = math.exp, math.log, math.log1p, math.pow
+        fma = cuda.fma
     device = cuda.jit(device=True)
     jit = (lambda function: device(_ieee(function))) if simulator else device
     wide = single and family.float32_in_float64
     real = np.float32 if single and not wide else np.float64
-    narrow = (
-        Primitives(np.float32, exp, log, log1p, log1p, power, jit) if wide else None
-    )
-    element = family.element(
-        Primitives(real, exp, log, log1p, log1p, power, jit, narrow)
-    )
+    primitives = functools.partial(
+        Primitives, exp=exp, log=log, log1p=log1p, log1p_unit=log1p, power=power,
+        jit=jit, fma=fma,
+    )  # fmt: skip
+    narrow = primitives(np.float32) if wide else None
+    element = family.element(primitives(real, data=narrow))
     if not wide:
         return element
     narrow, double = np.float32, np.float64

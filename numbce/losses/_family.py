@@ -28,7 +28,8 @@ class Primitives(NamedTuple):
     with ``z`` in [0, 1] (a ``log1p`` the backend may specialise), ``power(m, g)``
     (``m**g``, 1 for ``g = 0``) with ``m`` in [0, 1] and ``g >= 0``; ``jit`` turns a plain
     Python function into one the backend's kernels can call (``numba.njit(forceinline=
-    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU). ``data``: where the
+    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU); ``fma(a, b, c)``
+    is ``a * b + c`` rounded once (exact error terms: ``fma(a, b, -a * b)``). ``data``: where the
     data's dtype is narrower than ``real`` (float32 data of a ``float32_in_float64``
     family), the primitives of the data's dtype, else None.
     """
@@ -40,6 +41,7 @@ class Primitives(NamedTuple):
     log1p_unit: Callable
     power: Callable
     jit: Callable
+    fma: Callable
     data: Primitives | None = None
 
 
@@ -130,11 +132,11 @@ def real_scalar(name: str, value) -> float:
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
 
 
-def times(u, v):
-    """``u * v`` for the NumPy references, 0 wherever a factor is 0 (even if the other is
-    inf: an infinite logit, weight or pos_weight), as the kernels' coefficients."""
+def times(coefficient, value):
+    """``coefficient * value`` for the NumPy references, 0 wherever the coefficient is 0
+    (even if the value is inf: an infinite logit or pos_weight), as the kernels' terms."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.where((u == 0) | (v == 0), 0.0, u * v)
+        return np.where(coefficient == 0, 0.0, coefficient * value)
 
 
 def mp(value):

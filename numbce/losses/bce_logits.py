@@ -1,8 +1,8 @@
 """Binary cross-entropy on logits (``torch.nn.BCEWithLogitsLoss``), with label smoothing.
 
 With ``y' = y (1 - eps) + eps/2`` and ``1 - y' = (1 - y)(1 - eps) + eps/2`` (computed
-directly: ``1 - y'`` would cancel for y = 1), ``a = w q y'`` and ``b = w (1 - y')`` (every product with a factor 0 is 0, even if
-another factor is infinite)::
+directly: ``1 - y'`` would cancel for y = 1), ``a = w q y'`` and ``b = w (1 - y')`` (0 where ``y'`` or ``1 - y'`` is 0, even if a weight
+is infinite)::
 
     l      = a softplus(-x) + b softplus(x)         (both terms >= 0: nothing cancels)
     dl/dx  = b sigmoid(x) - a sigmoid(-x)           (no cancellation for hard labels)
@@ -41,8 +41,8 @@ def _element(primitives: Primitives):
         b = term((one - y) * keep + half_eps, w)
         sigmoid_pos, sigmoid_neg, e, r, log1p_e = logistic(x)
         loss = term(a, max(zero, -x) + log1p_e) + term(b, max(zero, x) + log1p_e)
-        grad = term(b, sigmoid_pos) - term(a, sigmoid_neg)
-        hess = term(a + b, e * r * r)
+        grad = b * sigmoid_pos - a * sigmoid_neg
+        hess = (a + b) * (e * r * r)
         return loss, grad, hess
 
     return element
@@ -55,16 +55,16 @@ def _sigmoid_pair(x):
 
 
 def _reference(x, y, w, q, label_smoothing=0.0):
-    a = times(times(q, y * (1.0 - label_smoothing) + 0.5 * label_smoothing), w)
+    a = times(times(y * (1.0 - label_smoothing) + 0.5 * label_smoothing, q), w)
     b = times((1.0 - y) * (1.0 - label_smoothing) + 0.5 * label_smoothing, w)
     softplus_pos = np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     softplus_neg = np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x)))
     sigmoid_pos, sigmoid_neg = _sigmoid_pair(x)
-    # inf (a weight beyond the range), or inf - inf (infinite weights on both terms)
+    # inf (a weight beyond the range); nan for inf * 0 and inf - inf (infinite weights)
     with np.errstate(over="ignore", invalid="ignore"):
         loss = times(a, softplus_neg) + times(b, softplus_pos)
-        grad = times(b, sigmoid_pos) - times(a, sigmoid_neg)
-        hess = times(a + b, sigmoid_pos * sigmoid_neg)
+        grad = b * sigmoid_pos - a * sigmoid_neg
+        hess = (a + b) * sigmoid_pos * sigmoid_neg
     return loss, grad, hess
 
 

@@ -69,6 +69,29 @@ def _element(primitives: Primitives):
     data = primitives.data or primitives
     narrow, data_one, data_zero = data.real, data.real(1.0), data.real(0.0)
     bce = bce_logits.FAMILY.element(data)
+    fma = primitives.fma
+    compensated = primitives.data is None and real(0.0).itemsize == 8
+
+    @primitives.jit
+    def rounding_of_m(x, y, e, r, d):
+        """``r d - fl(r d)`` for ``r = fl(1 / (1 + e))`` and ``d`` as the element forms
+        them, to first order: the errors of ``1 - y``, ``e y`` (or ``e (1 - y)``), their
+        sum, ``1 + e``, the division and the product, by error-free transformations
+        (``e`` taken as exact)."""
+        not_y = one - y
+        not_y_lo = (one - not_y) - y  # exact: 1 - y = not_y + not_y_lo
+        if x >= zero:  # d = not_y + e y
+            a, b, b_lo = not_y, e * y, fma(e, y, -(e * y))
+            b_lo += not_y_lo
+        else:  # d = e not_y + y
+            a, b, b_lo = y, e * not_y, fma(e, not_y, -(e * not_y)) + e * not_y_lo
+        v = d - a  # two-sum: d + d_lo = a + b exactly
+        d_lo = (a - (d - v)) + (b - v) + b_lo
+        s1 = one + e
+        s1_lo = (one - s1) + e  # exact: 1 + e = s1 + s1_lo (1 >= e)
+        r_lo = r * (fma(-r, s1, one) - r * s1_lo)  # 1 / (s1 + s1_lo) - r
+        product = r * d
+        return fma(r, d, -product) + r * d_lo + r_lo * d
 
     @primitives.jit
     def element(x, y, w, q, params):
@@ -84,9 +107,12 @@ def _element(primitives: Primitives):
         m = min(r * d, one)
         u = r * (e / d if d != zero else one)
         power = pow_(m, gamma)
-        if (
-            gamma == zero
-        ):  # BCE's derivatives, as they are (adding 0 is not a no-op on -0)
+        if compensated and (m < one) & (m != zero) & (gamma != zero):
+            power = min(
+                fma(power, gamma * (rounding_of_m(x, y, e, r, d) / m), power), one
+            )
+        if gamma == zero:
+            # BCE's derivatives, as they are (adding 0 is not a no-op on -0)
             grad_core, hess_core = g, h
         else:
             k = not_y - y
@@ -121,16 +147,17 @@ def _reference(x, y, w, q, alpha=0.25, gamma=2.0):
         k = 1.0 - 2.0 * y
         g = (1.0 - y) * s - y * s_
         u_ce = times(u, ce)
-        weight = times(w, alpha_pos * y + alpha_neg * (1.0 - y))
+        alpha_t = alpha_pos * y + alpha_neg * (1.0 - y)
         power = m**gamma
-        loss = times(weight, times(ce, power))
-        grad = times(weight, power * (g + gamma * k * u_ce))
         curvature = (
             s * s_
             + 2 * gamma * k * u * g
             + gamma * k * u_ce * ((gamma - 1) * k * u + s_ - s)
         )
-        hess = times(weight, power * curvature)
+        loss, grad, hess = (
+            times(w, times(alpha_t, times(power, value)))
+            for value in (ce, g + gamma * k * u_ce, curvature)
+        )
     return loss, grad, hess
 
 
