@@ -21,7 +21,7 @@ from numbce.losses._family import Primitives
 
 
 def make(primitives: Primitives) -> SimpleNamespace:
-    """``term(u, v)`` and ``logistic(x)`` in ``primitives.real`` arithmetic."""
+    """``term(coefficient, value)`` and ``logistic(x)`` in ``primitives.real`` arithmetic."""
     real, exp, log1p_unit, jit = (
         primitives.real,
         primitives.exp,

@@ -28,9 +28,9 @@ class Primitives(NamedTuple):
     with ``z`` in [0, 1] (a ``log1p`` the backend may specialise), ``power(m, g)``
     (``m**g``, 1 for ``g = 0``) with ``m`` in [0, 1] and ``g >= 0``; ``jit`` turns a plain
     Python function into one the backend's kernels can call (``numba.njit(forceinline=
-    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU); ``fma(a, b, c)``
-    is ``a * b + c`` rounded once (exact error terms: ``fma(a, b, -a * b)``). ``data``: where the
-    data's dtype is narrower than ``real`` (float32 data of a ``float32_in_float64``
+    True)`` on the CPU, ``numba.cuda.jit(device=True)`` on the GPU); ``fma(a, b, c)`` is
+    ``a * b + c`` rounded once (exact error terms: ``fma(a, b, -a * b)``). ``data``: where
+    the data's dtype is narrower than ``real`` (float32 data of a ``float32_in_float64``
     family), the primitives of the data's dtype, else None.
     """
 

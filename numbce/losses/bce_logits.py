@@ -1,8 +1,8 @@
 """Binary cross-entropy on logits (``torch.nn.BCEWithLogitsLoss``), with label smoothing.
 
 With ``y' = y (1 - eps) + eps/2`` and ``1 - y' = (1 - y)(1 - eps) + eps/2`` (computed
-directly: ``1 - y'`` would cancel for y = 1), ``a = w q y'`` and ``b = w (1 - y')`` (0 where ``y'`` or ``1 - y'`` is 0, even if a weight
-is infinite)::
+directly: ``1 - y'`` would cancel for y = 1), ``a = w q y'`` and ``b = w (1 - y')`` (0
+where ``y'`` or ``1 - y'`` is, even if a weight is infinite)::
 
     l      = a softplus(-x) + b softplus(x)         (both terms >= 0: nothing cancels)
     dl/dx  = b sigmoid(x) - a sigmoid(-x)           (no cancellation for hard labels)

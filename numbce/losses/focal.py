@@ -70,7 +70,7 @@ def _element(primitives: Primitives):
     narrow, data_one, data_zero = data.real, data.real(1.0), data.real(0.0)
     bce = bce_logits.FAMILY.element(data)
     fma = primitives.fma
-    compensated = primitives.data is None and real(0.0).itemsize == 8
+    compensated = primitives.data is None and np.dtype(real) == np.float64
 
     @primitives.jit
     def rounding_of_m(x, y, e, r, d):
