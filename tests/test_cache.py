@@ -41,6 +41,9 @@ def _call(cache: str) -> dict:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert (
+        result.stderr == ""
+    )  # compiling prints nothing (numba 0.60 printed an LLVM error)
     return json.loads(result.stdout.splitlines()[-1])
 
 
