@@ -117,8 +117,10 @@ class CheckedFunctionCache(FunctionCache):
 
 def use_checked_cache(dispatcher):
     """Cache ``dispatcher``'s compiles in checked files (instead of its
-    ``enable_caching``); returns it."""
-    dispatcher._cache = CheckedFunctionCache(dispatcher.py_func)
+    ``enable_caching``); returns it. A plain function (``NUMBA_DISABLE_JIT=1``) is
+    returned as it is."""
+    if hasattr(dispatcher, "py_func"):
+        dispatcher._cache = CheckedFunctionCache(dispatcher.py_func)
     return dispatcher
 
 
