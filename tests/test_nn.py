@@ -457,7 +457,8 @@ def test_save_and_load_round_trip(tmp_path, rng, dtype):
 
 
 SAVE_IN_A_LOOP = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT is ignored
 import numpy as np
 from numbce.nn import MLP
 models = [MLP([512, 512, 1], dtype=np.float64, seed=seed) for seed in (0, 1)]
