@@ -19,7 +19,7 @@ Run: ``python -m pytest bench/test_bench_mlp.py --benchmark-only``.
   epoch on the indicator matrix, no ``pos_weight``: it has none).
 
 numbce runs twice: ``fit`` as it is ("numbce": compiled epochs, one Numba call for all
-the epochs) and with ``numbce.nn.training.COMPILED = False`` ("numbce-python-loop": the
+the epochs) and with ``numbce._config.COMPILED_EPOCHS = "never"`` ("numbce-python-loop": the
 Python loop of layer, loss and optimizer calls that networks the compiled path does not
 cover still use). The scikit-learn contestants run last (see the note above them).
 
@@ -38,8 +38,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from numbce import datasets
-from numbce.nn import training, tutorials
+from numbce import _config, datasets
+from numbce.nn import tutorials
 from numbce.optim import Adam
 
 SEED = 0
@@ -47,7 +47,7 @@ CIRCLES = tutorials.TUTORIALS["circles"]
 FAKE_IMAGES = tutorials.TUTORIALS["fake-images"]
 MULTILABEL = tutorials.TUTORIALS["multilabel"]
 TORCH_LOOPS = ["pytorch", "pytorch-tensor-batches"]
-NUMBCE_LOOPS = {"numbce": True, "numbce-python-loop": False}
+NUMBCE_LOOPS = {"numbce": "always", "numbce-python-loop": "never"}
 """numbce's fit with its compiled epochs (what it uses) and with its Python loop."""
 
 
@@ -62,7 +62,7 @@ def blas_threads(request):
 @pytest.fixture(params=list(NUMBCE_LOOPS))
 def numbce_loop(request, monkeypatch):
     """The numbce contestant: ``fit`` with or without compiled epochs."""
-    monkeypatch.setattr(training, "COMPILED", NUMBCE_LOOPS[request.param])
+    monkeypatch.setattr(_config, "COMPILED_EPOCHS", NUMBCE_LOOPS[request.param])
     return request.param
 
 

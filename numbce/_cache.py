@@ -21,15 +21,25 @@ import io
 import os
 import pickle
 import warnings
+from typing import Self
 
 import numba
+from numba.core import event as numba_event
 from numba.core.caching import (
     CompileResultCacheImpl,
     FunctionCache,
     IndexDataCacheFile,
 )
+from numba.core.compiler_lock import global_compiler_lock
 
-__all__ = ["CheckedFunctionCache", "DamagedCacheWarning", "njit", "use_checked_cache"]
+__all__ = [
+    "CheckedFunctionCache",
+    "CompileNotice",
+    "DamagedCacheWarning",
+    "load_compiled",
+    "njit",
+    "use_checked_cache",
+]
 
 _DIGEST = hashlib.sha256().digest_size
 
@@ -127,3 +137,49 @@ def use_checked_cache(dispatcher):
 def njit(function):
     """``numba.njit(cache=True, nogil=True, error_model="numpy")``, its cache checked."""
     return use_checked_cache(numba.njit(nogil=True, error_model="numpy")(function))
+
+
+def load_compiled(dispatcher, *args) -> bool:
+    """Whether ``dispatcher`` is compiled for the types of ``args``, loading that compile
+    from its cache where it is there; never compiles (what ``Dispatcher.compile`` does
+    before it compiles). False where this Numba's internals differ."""
+    try:
+        signature = tuple(map(dispatcher.typeof_pyval, args))
+        with global_compiler_lock:
+            if signature in dispatcher.overloads:
+                return True
+            result = dispatcher._cache.load_overload(signature, dispatcher.targetctx)
+            if result is None:
+                return False
+            dispatcher.targetctx.insert_user_function(
+                result.entry_point, result.fndesc, [result.library]
+            )
+            dispatcher.add_overload(result)
+            return True
+    except (AttributeError, TypeError):
+        return False
+
+
+class CompileNotice(numba_event.Listener):
+    """A context manager: within it, the first compile of a numbce function prints
+    ``message`` once to ``stream`` (a function loaded from the cache is not compiled), so
+    that a first run is never silent for the seconds compiling takes."""
+
+    def __init__(self, stream, message: str) -> None:
+        self.stream, self.message, self.said = stream, message, False
+
+    def on_start(self, event) -> None:
+        module = getattr(event.data["dispatcher"].py_func, "__module__", None) or ""
+        if not self.said and module.startswith("numbce"):
+            self.said = True
+            print(self.message, file=self.stream, flush=True)
+
+    def on_end(self, event) -> None:
+        pass
+
+    def __enter__(self) -> Self:
+        numba_event.register("numba:compile", self)
+        return self
+
+    def __exit__(self, *error) -> None:
+        numba_event.unregister("numba:compile", self)

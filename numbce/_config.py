@@ -26,3 +26,15 @@ BLOCKS_PER_SM = 8
 MAX_BLOCKS: int | None = None
 """If set, the CUDA grid's size limit instead of ``BLOCKS_PER_SM`` x the SM count (tests set
 it so that tiny arrays still span several blocks and each thread loops)."""
+
+COMPILED_EPOCHS = "auto"
+"""When ``fit`` runs its epochs compiled (:mod:`numbce.nn.compiled`, the same bits as
+its Python loop): ``"auto"`` where they are compiled already (in this process or Numba's
+cache), else in the Python loop, compiling them in the background for later fits
+(:data:`BACKGROUND_COMPILE`); ``"always"`` (compile on the spot: 15-30 s once, then tens
+of microseconds saved per step) or ``"never"``."""
+
+BACKGROUND_COMPILE = True
+"""Whether a fit that runs the Python loop because its compiled epochs are not cached
+starts a low-priority process that compiles them into the cache (never without a spare
+core; see ``numbce.nn.compiled.compile_in_background``)."""

@@ -45,3 +45,13 @@ def torch_or_skip():
     return pytest.importorskip(
         "torch", reason="PyTorch (the 'compare' extra) is not installed"
     )
+
+
+@pytest.fixture(autouse=True)
+def no_background_compiles(monkeypatch):
+    """Fits compile nothing in the background during the tests (one process per fit of
+    an uncached family would compete with the tests for the cores); the tests of that
+    feature switch it on."""
+    from numbce import _config
+
+    monkeypatch.setattr(_config, "BACKGROUND_COMPILE", False)

@@ -30,7 +30,7 @@ from numbce.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 def _train(monkeypatch, use_compiled, build, X, y, optimizer=Adam, options=None, **fit):
     """A fresh network from ``build()`` trained by the compiled or the Python loop; the
     network, its optimizer, the history and the error raised (or None)."""
-    monkeypatch.setattr(training, "COMPILED", use_compiled)
+    monkeypatch.setattr(_config, "COMPILED_EPOCHS", "always" if use_compiled else "never")
     network = build()
     opt = optimizer(network.parameters(), **(options or {}))
     error = None
@@ -331,7 +331,7 @@ def test_many_epochs_a_call_and_one_epoch_a_call_agree(monkeypatch, data):
     monkeypatch.setattr(compiled, "MAX_ORDER_ELEMENTS", 3 * len(X))
     runs = []
     for callbacks in ([], [EarlyStopping("loss", patience=1000)]):
-        monkeypatch.setattr(training, "COMPILED", True)
+        monkeypatch.setattr(_config, "COMPILED_EPOCHS", "always")
         network = MLP([4, 8, 1], seed=0)
         history = network.fit(
             X, Y[:, 0], epochs=10, batch_size=16, seed=4, callbacks=callbacks

@@ -25,20 +25,42 @@ try:
         ModelCheckpoint,
         ProgressBar,
     )
-    from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh
+    from numbce.nn.layers import (
+        Dropout,
+        Flatten,
+        Layer,
+        LeakyReLU,
+        Linear,
+        ReLU,
+        Sigmoid,
+        Tanh,
+    )
     from numbce.nn.network import MLP, Sequential, loss_families
-    from numbce.nn.sklearn import MLPBinaryClassifier
 except ModuleNotFoundError as error:
     raise needs_the_nn_extra("numbce.nn", error) from error
+
+
+def __getattr__(name: str):
+    """``MLPBinaryClassifier``, imported on first use (scikit-learn takes a second to
+    import, which training a network does not need)."""
+    if name == "MLPBinaryClassifier":
+        try:
+            from numbce.nn.sklearn import MLPBinaryClassifier
+        except ModuleNotFoundError as error:
+            raise needs_the_nn_extra("numbce.nn", error) from error
+        return MLPBinaryClassifier
+    raise AttributeError(f"module 'numbce.nn' has no attribute {name!r}")
 
 __all__ = [
     "MLP",
     "Callback",
+    "Dropout",
     "EarlyStopping",
     "EpochLog",
     "Flatten",
     "History",
     "Layer",
+    "LeakyReLU",
     "Linear",
     "MLPBinaryClassifier",
     "ModelCheckpoint",

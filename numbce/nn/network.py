@@ -32,7 +32,17 @@ from numbce._cache import njit
 from numbce._files import write_atomically
 from numbce.losses import FAMILIES
 from numbce.nn import training
-from numbce.nn.layers import Flatten, Layer, Linear, ReLU, Sigmoid, Tanh, sigmoid
+from numbce.nn.layers import (
+    LAYERS,
+    NO_NOISE,
+    Layer,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Tanh,
+    sigmoid,
+    step_key,
+)
 from numbce.optim import views_like
 
 __all__ = ["MLP", "Sequential"]
@@ -63,9 +73,6 @@ def all_finite(values):
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "logistic": Sigmoid}
 """Hidden activations of :class:`MLP` by name ('logistic' is scikit-learn's name)."""
-
-LAYERS = {cls.__name__: cls for cls in (Flatten, Linear, ReLU, Sigmoid, Tanh)}
-"""Layer classes by name, to rebuild a saved network."""
 
 LOSSES_ON_PROBABILITIES = frozenset(
     name for name, family in FAMILIES.items() if family.input_in_unit_interval
@@ -280,11 +287,28 @@ class Sequential:
             )
         self._rows, self._input_shape, self.outputs = rows, input_shape, shape[0]
 
-    def _forward_pass(self, x: np.ndarray) -> np.ndarray:
-        """The network's output (n, C) for a batch ``x`` of at most the allocated rows."""
-        for layer in self.layers:
-            x = layer.forward(x)
+    def _forward_pass(
+        self, x: np.ndarray, noise_seed: int = NO_NOISE, step: int = 0
+    ) -> np.ndarray:
+        """The network's output (n, C) for a batch ``x`` of at most the allocated rows;
+        in training (``noise_seed`` >= 0), random layers take the key
+        ``step_key(noise_seed, step, index)``, else none (the identity)."""
+        for index, layer in enumerate(self.layers):
+            if getattr(layer, "random", False):
+                key = NO_NOISE if noise_seed < 0 else step_key(noise_seed, step, index)
+                x = layer.forward(x, key)
+            else:
+                x = layer.forward(x)
         return x
+
+    def _standard_math(self) -> bool:
+        """Whether neither the network's class nor the network redefines the forward
+        pass, backpropagation or the loss (compiled training computes them itself)."""
+        cls, own = type(self), vars(self)
+        return all(
+            getattr(cls, name) is getattr(Sequential, name) and name not in own
+            for name in ("_forward_pass", "_backprop", "loss_value_and_grad")
+        )
 
     def _backprop(self, grad_output: np.ndarray) -> list[np.ndarray]:
         """Propagate d loss / d output back through the layers of the last forward pass;

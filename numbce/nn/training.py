@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
+from numbce import _config
+from numbce._cache import CompileNotice
 from numbce.nn import compiled
 from numbce.nn.callbacks import EarlyStopping, EpochLog, History, ProgressBar, call_hook
 from numbce.optim import Adam, Optimizer
@@ -22,11 +26,17 @@ from numbce.optim import Adam, Optimizer
 if TYPE_CHECKING:
     from numbce.nn.network import Sequential
 
-__all__ = ["COMPILED", "fit", "metrics"]
+__all__ = ["COMPILE_NOTICE", "fit", "metrics"]
 
-COMPILED = True
-"""Whether ``fit`` compiles its epochs where it can (:mod:`numbce.nn.compiled`: the same
-bits); False runs every network in the Python loop."""
+COMPILE_NOTICE = (
+    "compiling numbce kernels, first run only (later runs load them from Numba's cache; "
+    "seconds to a minute) ..."
+)
+"""What ``fit(verbose=1 or 2)`` prints to stderr when it compiles a kernel."""
+
+OBSERVERS = (ProgressBar, EpochLog)
+"""Callbacks that only report: compiled training runs many epochs a call with them, and
+calls them for each epoch after the call."""
 
 FIRST_ORDERS = 4
 """Epochs whose sample orders compiled training draws before its first call (the next
@@ -273,64 +283,102 @@ def fit(
         else (optimizer.step, network._gradients)
     )
     rng = np.random.default_rng(seed)
+    # Random layers draw from the fit's generator: one seed, before any sample order.
+    random = any(getattr(layer, "random", False) for layer in network.layers)
+    noise_seed = int(rng.integers(2**62)) if random else -1
     params = {
         "epochs": epochs,
         "batch_size": batch_size,
         "steps": -(-n // batch_size),
         "samples": n,
     }
-    runner = (
-        compiled.plan(
-            network,
-            optimizer,
-            (X, y, weight, label_weight),
-            validation,
-            batch_size,
-            l2,
-        )
-        if COMPILED
-        else None
-    )
     network.stop_training = False
     call_hook(callbacks, "set_model", network)
     call_hook(callbacks, "on_train_begin", params)
     history, logs = callbacks[0], {}
-    if runner is None:
-        epoch_logs = _python_epochs(
-            network,
-            (X, y, weight, label_weight),
-            (batch_X, batch_y, batch_weight, batch_product),
-            (update, gradients, l2, validation),
-            epochs,
-            rng if shuffle else None,
-        )
-    else:
-        # Epochs run many to a call when nothing but History listens between them;
-        # History then records them a call at a time.
-        alone = len(callbacks) == 1
-        calls = _compiled_epochs(
-            runner, validation, epochs, rng if shuffle else None, alone
-        )
-        epoch_logs = (
-            (epoch, {name: values[k] for name, values in metrics.items()})
-            for done, metrics in calls
-            for k, epoch in enumerate(done)
-        )
-        if alone:
-            for done, metrics in calls:
-                history.extend(done, metrics)
-                if done:
-                    logs = {name: values[-1] for name, values in metrics.items()}
-            epoch_logs = ()
-    for epoch, logs in epoch_logs:
-        call_hook(callbacks, "on_epoch_end", epoch, logs)
-        if network.stop_training:
-            break
+    notice = CompileNotice(sys.stderr, COMPILE_NOTICE) if verbose else nullcontext()
+    with notice:
+        runner = _runner(network, optimizer, (X, y, weight, label_weight), validation,
+                         batch_size, l2, noise_seed)  # fmt: skip
+        if runner is None:
+            epoch_logs = _python_epochs(
+                network,
+                (X, y, weight, label_weight),
+                (batch_X, batch_y, batch_weight, batch_product),
+                (update, gradients, l2, validation, noise_seed),
+                epochs,
+                rng if shuffle else None,
+            )
+        else:
+            epoch_logs = _compiled_fit(runner, callbacks, validation, epochs,
+                                       rng if shuffle else None)  # fmt: skip
+        for epoch, logs in epoch_logs:
+            call_hook(callbacks, "on_epoch_end", epoch, logs)
+            if network.stop_training:
+                break
+    if not logs and history.epoch:  # batched compiled epochs: History has them
+        logs = {name: values[-1] for name, values in history.history.items()}
     call_hook(callbacks, "on_train_end", logs)
     history.best_epoch = next(
         (c.best_epoch for c in callbacks if isinstance(c, EarlyStopping)), None
     )
     return history
+
+
+def _runner(network, optimizer, data, validation, batch_size, l2, noise_seed):
+    """The :class:`~numbce.nn.compiled.CompiledFit` that runs this fit's epochs, or None
+    for the Python loop (``numbce._config.COMPILED_EPOCHS``; with ``"auto"``, compiled
+    only where compiled already, else a background compile for later fits)."""
+    mode = _config.COMPILED_EPOCHS
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(
+            "numbce._config.COMPILED_EPOCHS must be 'auto', 'always' or 'never', got "
+            f"{mode!r}"
+        )
+    if mode == "never":
+        return None
+    runner = compiled.plan(network, optimizer, data, validation, batch_size, l2,
+                           noise_seed)  # fmt: skip
+    if runner is not None and mode == "auto" and not runner.ready():
+        compiled.compile_in_background(network.loss, network.dtype.name)
+        return None
+    return runner
+
+
+def _compiled_fit(runner, callbacks, validation, epochs, rng):
+    """The compiled epochs, as ``(epoch, logs)`` for the callbacks still to be called.
+
+    Where every callback but History is an observer (:data:`OBSERVERS`) or one
+    :class:`EarlyStopping` whose rule the epochs run themselves, calls run many epochs;
+    History records them and the observers are called a call at a time, here, and the
+    rule's state is handed to the EarlyStopping at the end: nothing is left to yield.
+    Otherwise, one epoch a call, every callback called after each."""
+    history, others = callbacks[0], callbacks[1:]
+    stoppers = [c for c in others if type(c) is EarlyStopping]
+    observers = [c for c in others if type(c) in OBSERVERS]
+    if len(stoppers) > 1 or len(stoppers) + len(observers) != len(others) or (
+        stoppers and not runner.stop_when(stoppers[0])
+    ):
+        for done, metrics in _compiled_epochs(runner, validation, epochs, rng, False):
+            for k, epoch in enumerate(done):
+                yield epoch, {name: values[k] for name, values in metrics.items()}
+        return
+    try:
+        for done, metrics in _compiled_epochs(runner, validation, epochs, rng, True):
+            history.extend(done, metrics)
+            for k, epoch in enumerate(done):
+                call_hook(observers, "on_epoch_end", epoch,
+                          {name: values[k] for name, values in metrics.items()})  # fmt: skip
+    finally:
+        if stoppers:
+            stopper = stoppers[0]
+            best, stopper.best_epoch, stopper.wait, weights = runner.stop_state()
+            stopper.best.value = best
+            if weights is not None:
+                stopper.best_weights = weights
+            if runner.stopped_at is not None:
+                stopper.stopped_epoch = runner.stopped_at
+                runner.network.stop_training = True
 
 
 def _stopped(epoch: int, epochs: int, reason: str) -> FloatingPointError:
@@ -344,16 +392,19 @@ def _python_epochs(network, data, batch, step, epochs, rng):
     """The Python loop: yield ``(epoch, logs)`` after each epoch (orders drawn from
     ``rng``, None: no shuffling); raise FloatingPointError, the parameters of the
     epoch's start restored, when an epoch goes non-finite."""
-    update, gradients, l2, validation = step
+    update, gradients, l2, validation, noise_seed = step
     n = data[0].shape[0]
     order = np.arange(n)
     epoch_start_params = network._flat_parameters.copy()
+    steps = -(-n // batch[0].shape[0])
     for epoch in range(epochs):
         np.copyto(epoch_start_params, network._flat_parameters)
         if rng is not None:
             order = rng.permutation(n)
         try:
-            logs = _train_epoch(network, data, batch, order, update, gradients, l2)
+            noise = noise_seed, epoch * steps
+            logs = _train_epoch(network, data, batch, order, update, gradients, l2,
+                                noise)  # fmt: skip
             if not np.isfinite(network._flat_parameters).all():
                 raise FloatingPointError(
                     "the update of the last batch left non-finite parameters"
@@ -427,42 +478,51 @@ class _Beside:
 _BESIDE = "numbce-fit"
 
 
-def _compiled_epochs(runner, validation, epochs, rng, alone):
+def _compiled_epochs(runner, validation, epochs, rng, batched):
     """:func:`_python_epochs` by ``runner`` (a :class:`~numbce.nn.compiled.CompiledFit`);
     yield each call's ``(epochs, metrics)``: the epochs (a range) and their metrics by
-    name, a list of one value per epoch.
+    name, a list of one value per epoch. Sets ``runner.stopped_at`` to the epoch the
+    runner's early-stopping rule ended training at (else None).
 
-    With callbacks (not ``alone``), one epoch a call, its order drawn just before it
-    (the generator advances as in the Python loop). With nothing but History
-    listening, a second thread draws the orders a block ahead, calls run many epochs,
-    and with validation data each call keeps its epochs' parameters and that thread
-    computes their validation metrics while the next call trains (the same parameters,
-    the same metrics); calls then shrink towards the end, so that little validation is
-    left when training ends. Validation stays in the call for fits of up to 4 epochs
-    and for networks of more than ``MAX_ORDER_ELEMENTS // 4`` parameters (their two
-    snapshot buffers would be large)."""
+    Not ``batched``: one epoch a call, its order drawn just before it (the generator
+    advances as in the Python loop). ``batched``: a second thread draws the orders a
+    block ahead, calls run many epochs, and with validation data (unless the
+    early-stopping rule monitors it) each call keeps its epochs' parameters and that
+    thread computes their validation metrics while the next call trains (the same
+    parameters, the same metrics); calls then shrink towards the end, so that little
+    validation is left when training ends. Validation stays in the call for fits of up
+    to 4 epochs and for networks of more than ``MAX_ORDER_ELEMENTS // 4`` parameters
+    (their two snapshot buffers would be large)."""
     network, n = runner.network, runner.n
-    m = 0 if validation is None else validation[0].shape[0]
+    runner.stopped_at = None
     params = network._flat_parameters.size
     most = min(-(-2 * epochs // 3), compiled.MAX_ORDER_ELEMENTS // params)
-    deferred = alone and validation is not None and most >= 4
+    monitor = int(runner.settings["monitor"][0])
+    deferred = (
+        batched and validation is not None and most >= 4 and monitor < compiled.VAL_LOSS
+    )
     buffers = [np.empty((most, params), network.dtype) for _ in range(2 * deferred)]
+    names = _metric_names(network, validation is not None)
+    columns = [compiled.METRIC_COLUMNS[name] for name in names]
     epoch, calls, waiting = 0, 0, None
 
-    def results(raw, done):
-        metrics = {"loss": raw[:, 0] / n, **_accuracies(network, *raw.T[1:3], n)}
-        if validation is not None:
-            metrics["val_loss"] = raw[:, 3]
-            for name, value in _accuracies(network, *raw.T[4:6], m).items():
-                metrics[f"val_{name}"] = value
-        return done, {name: value.tolist() for name, value in metrics.items()}
+    def results(rows, done):
+        return done, {name: rows[:, k].tolist() for name, k in zip(names, columns)}
 
-    if not alone:
+    def ended(done, reason, stopped):
+        if reason is not None:
+            raise _stopped(done.stop, epochs, reason)
+        if stopped:
+            runner.stopped_at = done.stop - 1
+        return stopped
+
+    if not batched:
         for epoch in range(epochs):
-            raw, reason = runner.run(_draw_orders(rng, 1, n))
-            yield results(raw, range(epoch, epoch + raw.shape[0]))
-            if reason is not None:
-                raise _stopped(epoch, epochs, reason)
+            rows, reason, stopped = runner.run(_draw_orders(rng, 1, n))
+            done = range(epoch, epoch + rows.shape[0])
+            yield results(rows, done)
+            if ended(done, reason, stopped):
+                return
         return
     with _Beside() as beside:
         for orders in _order_blocks(rng, epochs, n, beside):
@@ -475,12 +535,12 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
                 start += size
                 if deferred:
                     snapshots = buffers[calls % 2][:size]
-                    raw, reason = runner.run(block, snapshots)
-                    job = beside.submit(runner.validate, snapshots[: len(raw)], raw)
+                    rows, reason, stopped = runner.run(block, snapshots)
+                    job = beside.submit(runner.validate, snapshots[: len(rows)], rows)
                 else:
-                    raw, reason = runner.run(block)
+                    rows, reason, stopped = runner.run(block)
                 calls += 1
-                done = range(epoch, epoch + raw.shape[0])
+                done = range(epoch, epoch + rows.shape[0])
                 epoch = done.stop
                 # The previous call's validation, done meanwhile.
                 if waiting is not None:
@@ -489,11 +549,12 @@ def _compiled_epochs(runner, validation, epochs, rng, alone):
                 if deferred:
                     waiting = job, done
                 else:
-                    yield results(raw, done)
-                if reason is not None:
+                    yield results(rows, done)
+                if reason is not None or stopped:
                     if waiting is not None:
                         yield results(waiting[0].result(), waiting[1])
-                    raise _stopped(epoch, epochs, reason)
+                    ended(done, reason, stopped)
+                    return
         if waiting is not None:
             yield results(waiting[0].result(), waiting[1])
 
@@ -510,10 +571,11 @@ def _l2_penalty(network: Sequential, l2: float, count: int) -> float:
     return l2 / (2 * count) * squares
 
 
-def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
+def _train_epoch(network, data, batch, order, update, gradients, l2, noise) -> dict:
     """One pass over ``data = (X, y, weight)`` in the given ``order``, in batches
     gathered into ``batch = (X, y, weight)`` buffers, ``update(gradients)`` after each
-    batch's backward pass; the epoch's metrics (loss and accuracies: means over it)."""
+    batch's backward pass; the epoch's metrics (loss and accuracies: means over it).
+    ``noise``: (the random layers' seed, the fit's steps before this epoch)."""
     X, y, weight, label_weight = data
     batch_X, batch_y, batch_weight, batch_product = batch
     flat_X, flat_batch_X = (
@@ -529,7 +591,8 @@ def _train_epoch(network, data, batch, order, update, gradients, l2) -> dict:
             flat_X, y, weight, rows, flat_batch_X, batch_y, batch_weight
         )
         targets = batch_y[:count]
-        scores = network._forward_pass(batch_X[:count])
+        step = noise[1] + start // batch_size
+        scores = network._forward_pass(batch_X[:count], noise[0], step)
         kernel_weight = label_weight
         if weight is not None:
             kernel_weight = batch_weight[:count]
