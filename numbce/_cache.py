@@ -162,16 +162,19 @@ def load_compiled(dispatcher, *args) -> bool:
 
 class CompileNotice(numba_event.Listener):
     """A context manager: within it, the first compile of a numbce function prints
-    ``message`` once to ``stream`` (a function loaded from the cache is not compiled), so
-    that a first run is never silent for the seconds compiling takes."""
+    ``message`` to ``stream`` (a function loaded from the cache is not compiled), once
+    per process, so that a first run is never silent for the seconds compiling takes."""
+
+    said = False
+    """Whether a notice was printed in this process."""
 
     def __init__(self, stream, message: str) -> None:
-        self.stream, self.message, self.said = stream, message, False
+        self.stream, self.message = stream, message
 
     def on_start(self, event) -> None:
         module = getattr(event.data["dispatcher"].py_func, "__module__", None) or ""
-        if not self.said and module.startswith("numbce"):
-            self.said = True
+        if not CompileNotice.said and module.startswith("numbce"):
+            CompileNotice.said = True
             print(self.message, file=self.stream, flush=True)
 
     def on_end(self, event) -> None:

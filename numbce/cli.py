@@ -64,13 +64,15 @@ def train(
     """Train a tutorial's network with a progress bar; print the final train and test loss
     and accuracy and the training time; write the training curves (and the history)."""
     from numbce import plotting
-    from numbce.nn import tutorials
+    from numbce._cache import CompileNotice
+    from numbce.nn import training, tutorials
 
     tutorial = tutorials.TUTORIALS[tutorial_name]
     print(f"numbce train {tutorial.name}: {tutorial.summary}", flush=True)
-    run = tutorials.train(
-        tutorial, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=1
-    )
+    with CompileNotice(sys.stderr, training.COMPILE_NOTICE):
+        run = tutorials.train(
+            tutorial, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=1
+        )
     settings = run.history.params
     print(
         f"{settings['epochs']} epochs, batch {settings['batch_size']}, "
@@ -87,9 +89,10 @@ def train(
         )
     if run.model.outputs > 1:
         _print_label_figures(run)
+    loop = "compiled epochs" if run.compiled else "the Python loop"
     print(
-        f"training time {run.seconds:.3f} s (Numba kernels compiled or loaded "
-        f"beforehand in {run.warmup_seconds:.2f} s)"
+        f"training time {run.seconds:.3f} s in {loop} (Numba kernels compiled or "
+        f"loaded beforehand in {run.warmup_seconds:.2f} s)"
     )
     plotting.training_curves(run.history, plot, validation_label="test")
     print(f"wrote {plot}")
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         demo()
         return
     try:  # the nn extra, checked before anything runs
-        importlib.import_module("numbce.plotting")
+        for module in ("numbce.plotting", "numbce.nn.tutorials"):
+            importlib.import_module(module)
     except ModuleNotFoundError as error:
         sys.exit(f"numbce train: {error}")
     _check_plot_format(trainer, args.plot)

@@ -18,8 +18,10 @@ from conftest import eps, torch_or_skip
 from numbce import datasets
 from numbce.nn import (
     MLP,
+    Dropout,
     Flatten,
     Layer,
+    LeakyReLU,
     Linear,
     ReLU,
     Sequential,
@@ -380,7 +382,13 @@ def test_validation_split_and_history(rng):
     model = MLP([3, 4, 1], seed=0)
     history = model.fit(X, y, epochs=3, batch_size=16, validation_split=0.2, seed=0)
     assert history.epoch == [0, 1, 2]
-    assert history.params == {"epochs": 3, "batch_size": 16, "steps": 5, "samples": 80}
+    assert history.params == {
+        "epochs": 3,
+        "batch_size": 16,
+        "steps": 5,
+        "samples": 80,
+        "compiled": history.params["compiled"],
+    }
     assert all(len(values) == 3 for values in history.history.values())
     assert history.history["val_loss"][-1] == model.evaluate(X[80:], y[80:])[0]
 
@@ -803,3 +811,106 @@ def test_load_checks_the_parameter_count_before_allocating(tmp_path):
         ).parameters()[0],
         1.0,
     )
+
+
+# -- Dropout and LeakyReLU -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("slope", [0.01, 0.2, -0.5, 0.0])
+def test_leaky_relu_is_torchs_bit_for_bit(dtype, slope):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(33, 7)).astype(dtype)
+    x[0, :3] = 0.0, -0.0, 1e-40
+    g = np.random.default_rng(1).normal(size=x.shape).astype(dtype)
+    layer = LeakyReLU(slope)
+    layer.allocate(len(x), x.shape[1:], np.dtype(dtype), True)
+    out = layer.forward(x).copy()
+    grad = layer.backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.leaky_relu(xt, slope)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_array_equal(out, yt.detach().numpy())
+    np.testing.assert_array_equal(grad, xt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_drops_a_fraction_p_and_scales_the_rest(dtype, p):
+    """Kept elements are ``x * (1 / (1 - p))`` with the factor rounded to the dtype
+    (torch's ``input * (mask / (1 - p))``); the dropped fraction is within 5 sigma of
+    p; the backward pass multiplies by the same factors; the same key, the same mask."""
+    x = np.random.default_rng(0).uniform(1, 2, size=(400, 50)).astype(dtype)
+    layer = Dropout(p)
+    out = layer.forward(x, 12345).copy()
+    kept = out != 0
+    scale = dtype(1) / dtype(1 - p)
+    np.testing.assert_array_equal(out[kept], x[kept] * scale)
+    sigma = math.sqrt(p * (1 - p) / x.size)
+    assert abs((~kept).mean() - p) < 5 * sigma
+    grad = layer.backward(np.ones_like(x))
+    np.testing.assert_array_equal(grad, np.where(kept, scale, 0).astype(dtype))
+    np.testing.assert_array_equal(layer.forward(x, 12345), out)
+    assert not np.array_equal(layer.forward(x, 12346) != 0, kept)
+
+
+def test_dropout_scale_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).uniform(1, 2, size=(64, 64)).astype(np.float32)
+    for p in (0.1, 0.3, 0.7):
+        theirs = torch.nn.functional.dropout(torch.tensor(x), p, training=True).numpy()
+        ours = Dropout(p).forward(x, 7)
+        both = (theirs != 0) & (ours != 0)
+        assert both.any()
+        np.testing.assert_array_equal(ours[both], theirs[both])
+
+
+def test_dropout_is_the_identity_outside_training(rng):
+    X, y = _data(rng, 64, 3)
+    plain = Sequential(Linear(3, 8, seed=0), ReLU(), Linear(8, 1, seed=1))
+    dropped = Sequential(
+        Linear(3, 8, seed=0), ReLU(), Dropout(0.5), Linear(8, 1, seed=1)
+    )
+    np.testing.assert_array_equal(plain.predict_proba(X), dropped.predict_proba(X))
+    assert plain.evaluate(X, y) == dropped.evaluate(X, y)
+    assert dropped.loss_and_grads(X, y)[0] == plain.loss_and_grads(X, y)[0]
+
+
+def test_dropout_changes_training_and_a_seed_repeats_it(rng):
+    X, y = _data(rng, 64, 3)
+
+    def trained(p, seed):
+        net = Sequential(Linear(3, 8, seed=0), ReLU(), Dropout(p), Linear(8, 1, seed=1))
+        net.fit(X, y, epochs=2, batch_size=16, seed=seed)
+        return net.get_weights()
+
+    same, other, none = trained(0.5, 3), trained(0.5, 4), trained(0.0, 3)
+    for a, b in zip(same, trained(0.5, 3)):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(same, other))
+    assert not all(np.array_equal(a, b) for a, b in zip(same, none))
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: Dropout(-0.1), ValueError, r"dropout probability must be in \[0, 1\]"),
+        (lambda: Dropout(1.5), ValueError, r"dropout probability must be in \[0, 1\]"),
+        (lambda: Dropout(math.nan), ValueError, "dropout probability"),
+        (lambda: LeakyReLU(math.inf), ValueError, "negative_slope must be a finite"),
+    ],
+)
+def test_bad_dropout_and_leaky_relu(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_dropout_and_leaky_relu_networks_save_and_load(rng, tmp_path):
+    X, _ = _data(rng, 20, 3)
+    net = Sequential(
+        Linear(3, 8, seed=0), LeakyReLU(0.3), Dropout(0.25), Linear(8, 1, seed=1)
+    )
+    net.save(tmp_path / "net.npz")
+    loaded = Sequential.load(tmp_path / "net.npz")
+    assert repr(loaded) == repr(net)
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))

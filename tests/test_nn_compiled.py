@@ -14,8 +14,11 @@ import pytest
 from numbce import _config
 from numbce.nn import (
     MLP,
+    Callback,
+    Dropout,
     EarlyStopping,
     Flatten,
+    LeakyReLU,
     Linear,
     ReLU,
     Sequential,
@@ -30,7 +33,9 @@ from numbce.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 def _train(monkeypatch, use_compiled, build, X, y, optimizer=Adam, options=None, **fit):
     """A fresh network from ``build()`` trained by the compiled or the Python loop; the
     network, its optimizer, the history and the error raised (or None)."""
-    monkeypatch.setattr(_config, "COMPILED_EPOCHS", "always" if use_compiled else "never")
+    monkeypatch.setattr(
+        _config, "COMPILED_EPOCHS", "always" if use_compiled else "never"
+    )
     network = build()
     opt = optimizer(network.parameters(), **(options or {}))
     error = None
@@ -254,22 +259,96 @@ def test_one_label_unweighted_beyond_one_block(monkeypatch, rng, loss, head, opt
     )
 
 
-def test_epoch_by_epoch_with_callbacks_and_early_stopping(monkeypatch, data):
+class _Listener(Callback):
+    """A callback of the user's: compiled training then runs one epoch a call."""
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode", "restore"),
+    [
+        ("val_loss", "auto", True),
+        ("loss", "auto", False),
+        ("val_accuracy", "max", True),
+        ("accuracy", "auto", True),
+    ],
+)
+@pytest.mark.parametrize("listener", [False, True], ids=["in-the-epochs", "per-epoch"])
+def test_early_stopping_gives_the_python_loops_bits(
+    monkeypatch, data, monitor, mode, restore, listener
+):
+    """The rule run inside the compiled epochs (many a call) or by the callback after
+    each one-epoch call: the epoch it stops at, the best epoch, the restored weights and
+    the callback's state are the Python loop's."""
     X, Y = data
-    _, _, history, _ = _assert_same_training(
-        monkeypatch,
-        lambda: MLP([4, 8, 1], seed=0),
-        X,
-        Y[:, 2],
-        optimizer=SGD,
-        options={"lr": 0.5, "momentum": 0.9},
-        epochs=60,
-        batch_size=16,
-        seed=0,
-        validation_split=0.3,
-        callbacks=[EarlyStopping("val_loss", patience=2, restore_best_weights=True)],
+    stoppers = []
+
+    def stopper():
+        stoppers.append(
+            EarlyStopping(monitor, patience=2, mode=mode, restore_best_weights=restore)
+        )
+        return stoppers[-1]
+
+    fits = []
+    for use_compiled in (False, True):
+        fits.append(
+            _train(
+                monkeypatch,
+                use_compiled,
+                lambda: MLP([4, 8, 1], seed=0),
+                X,
+                Y[:, 2],
+                SGD,
+                {"lr": 0.5, "momentum": 0.9},
+                epochs=60,
+                batch_size=16,
+                seed=0,
+                validation_split=0.3,
+                callbacks=[stopper(), *[_Listener()] * listener],
+            )
+        )
+    (python, _, h1, _), (fast, _, h2, _) = fits
+    for a, b in zip(python.parameters(), fast.parameters()):
+        np.testing.assert_array_equal(a, b)
+    assert h1.history == h2.history and h1.best_epoch == h2.best_epoch
+    assert h2.params["compiled"] and not h1.params["compiled"]
+    first, second = stoppers
+    assert (first.best_epoch, first.stopped_epoch, first.wait) == (
+        second.best_epoch,
+        second.stopped_epoch,
+        second.wait,
     )
-    assert history.best_epoch is not None and len(history.epoch) < 60
+    assert first.best.value == second.best.value
+    assert first.stopped_epoch is not None and len(h1.epoch) < 60
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_and_leaky_relu_give_the_python_loops_bits(monkeypatch, data, dtype, p):
+    """The two layers declared after the registry: trained compiled (many epochs a
+    call, and one a call) with the Python loop's bits, the same dropped elements."""
+    X, Y = data
+
+    def build():
+        return Sequential(
+            Dropout(p / 2),
+            Linear(4, 16, seed=0, dtype=dtype),
+            LeakyReLU(-0.2 if p else 0.05),
+            Dropout(p),
+            Linear(16, 2, seed=1, dtype=dtype),
+        )
+
+    for callbacks in ([], [_Listener()]):
+        _assert_same_training(
+            monkeypatch,
+            build,
+            X,
+            Y[:, :2],
+            epochs=6,
+            batch_size=32,
+            seed=1,
+            validation_split=0.25,
+            callbacks=callbacks,
+        )
 
 
 @pytest.mark.parametrize("lr", [1e30, 1e6])

@@ -51,6 +51,7 @@ def __getattr__(name: str):
         return MLPBinaryClassifier
     raise AttributeError(f"module 'numbce.nn' has no attribute {name!r}")
 
+
 __all__ = [
     "MLP",
     "Callback",

@@ -109,7 +109,10 @@ LAYER_RECORD = np.dtype(
         ("width_out", np.int64),
         ("params", np.int64),  # offset and size of its segment of the flat parameters
         ("params_size", np.int64),
-        ("input", np.int64),  # offsets of input and output in the activations (-1: batch)
+        (
+            "input",
+            np.int64,
+        ),  # offsets of input and output in the activations (-1: batch)
         ("output", np.int64),
         ("grad_in", np.int64),  # offsets of d loss / d input (-1: none) and d loss / d
         ("grad_out", np.int64),  # output in the deltas workspace
@@ -148,7 +151,10 @@ SETTINGS = np.dtype(
         ("noise_seed", np.int64),  # random layers' seed (step_key); -1: none
         ("fit_step", np.int64),  # steps of this fit before the call
         ("fit_epoch", np.int64),  # epochs of this fit before the call
-        ("monitor", np.int64),  # early stopping: the metric's column of a log row (-1: none)
+        (
+            "monitor",
+            np.int64,
+        ),  # early stopping: the metric's column of a log row (-1: none)
         ("sign", np.float64),  # 1: lower is better, -1: higher
         ("min_delta", np.float64),
         ("patience", np.int64),
@@ -534,7 +540,8 @@ def _layer_calls():
         )
     exec("\n".join(forward) + "\n\n" + "\n".join(backward), names)  # noqa: S102
     return tuple(
-        numba.njit(**_INLINE)(names[name]) for name in ("forward_layer", "backward_layer")
+        numba.njit(**_INLINE)(names[name])
+        for name in ("forward_layer", "backward_layer")
     )
 
 
@@ -660,7 +667,10 @@ def train_epochs(data, validation, model, state, work, settings, params, lrs, or
     epoch's start are in ``model.epoch_start``."""
     settings = settings[0]
     X, y = _borrow(data.X), _borrow(data.y)
-    sample_weight, label_weight = _borrow(data.sample_weight), _borrow(data.label_weight)
+    sample_weight, label_weight = (
+        _borrow(data.sample_weight),
+        _borrow(data.label_weight),
+    )
     pos_weight = _borrow(data.pos_weight)
     model, work = _borrowed_model(model), _borrowed_work(work)
     state = OptimizerState(_borrow(state.first), _borrow(state.second),
@@ -797,7 +807,9 @@ def _train_kernel(family: str, dtype: str):
         _with_globals(_loss_sum, element=element)
     )
     forward_layer, backward_layer = _layer_calls()
-    forward = numba.njit(**_INLINE)(_with_globals(_forward, forward_layer=forward_layer))
+    forward = numba.njit(**_INLINE)(
+        _with_globals(_forward, forward_layer=forward_layer)
+    )
     backward = numba.njit(**_INLINE)(
         _with_globals(_backward, backward_layer=backward_layer)
     )
@@ -911,8 +923,7 @@ def supported(network, optimizer) -> bool:
     types_ = set(LAYERS.values())
     return (
         all(
-            type(layer) in types_
-            and (layer.identity or layer.forward_form is not None)
+            type(layer) in types_ and (layer.identity or layer.forward_form is not None)
             for layer in network.layers
         )
         and network._standard_math()
@@ -1056,9 +1067,12 @@ class CompiledFit:
         if epoch >= 0 and settings["restore"]:
             best = [p.copy() for p in views_like(self.model.best,
                                                    self.network._parameters)]  # fmt: skip
-        return float(settings["best"]), None if epoch < 0 else epoch, int(
-            settings["wait"]
-        ), best
+        return (
+            float(settings["best"]),
+            None if epoch < 0 else epoch,
+            int(settings["wait"]),
+            best,
+        )
 
     def _arguments(self, lrs, orders, snapshots, logs) -> tuple:
         return (self.data, self.validation, self.model, self.state, self.work,

@@ -307,7 +307,12 @@ def _linear_backward(grad_output, x, weight, weight_grad, bias_grad, grad_input,
 # own workspace, kept from its forward to its backward pass; options: the layer's
 # ``options()`` as float64; key: the random key of a training step (>= 0), or NO_NOISE.
 
-_INLINE = {"nogil": True, "error_model": "numpy", "fastmath": False, "forceinline": True}
+_INLINE = {
+    "nogil": True,
+    "error_model": "numpy",
+    "fastmath": False,
+    "forceinline": True,
+}
 """Functions the compiled forms call: inlined by LLVM (no call, no reference counts)."""
 
 NO_NOISE = -1

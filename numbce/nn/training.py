@@ -234,9 +234,16 @@ def fit(
     parameters after an epoch's last update, raise FloatingPointError naming the epoch,
     with the parameters of the epoch's start restored.
 
-    Where :mod:`numbce.nn.compiled` covers the network and optimizer (and
-    :data:`COMPILED` is true), the epochs run compiled, with the same results bit for
-    bit; else in this module's Python loop.
+    Random layers (:class:`~numbce.nn.layers.Dropout`) draw from a seed taken from the
+    fit's generator before the first epoch's order.
+
+    Where :mod:`numbce.nn.compiled` covers the network and optimizer, the epochs may run
+    compiled, with the same results bit for bit; else in this module's Python loop.
+    ``numbce._config.COMPILED_EPOCHS`` decides: by default, compiled where they are
+    compiled already (this process or Numba's cache), else the Python loop while a
+    background process compiles them for later fits (``History.params["compiled"]``
+    says which ran). With ``verbose``, compiling a kernel is announced on stderr
+    (:data:`COMPILE_NOTICE`, once per process).
     """
     X, y = network._checked(X, y)
     weight = _sample_weights(network, y, sample_weight, class_weight)
@@ -286,20 +293,21 @@ def fit(
     # Random layers draw from the fit's generator: one seed, before any sample order.
     random = any(getattr(layer, "random", False) for layer in network.layers)
     noise_seed = int(rng.integers(2**62)) if random else -1
-    params = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "steps": -(-n // batch_size),
-        "samples": n,
-    }
-    network.stop_training = False
-    call_hook(callbacks, "set_model", network)
-    call_hook(callbacks, "on_train_begin", params)
-    history, logs = callbacks[0], {}
     notice = CompileNotice(sys.stderr, COMPILE_NOTICE) if verbose else nullcontext()
     with notice:
         runner = _runner(network, optimizer, (X, y, weight, label_weight), validation,
                          batch_size, l2, noise_seed)  # fmt: skip
+        params = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "steps": -(-n // batch_size),
+            "samples": n,
+            "compiled": runner is not None,
+        }
+        network.stop_training = False
+        call_hook(callbacks, "set_model", network)
+        call_hook(callbacks, "on_train_begin", params)
+        history, logs = callbacks[0], {}
         if runner is None:
             epoch_logs = _python_epochs(
                 network,
@@ -356,8 +364,10 @@ def _compiled_fit(runner, callbacks, validation, epochs, rng):
     history, others = callbacks[0], callbacks[1:]
     stoppers = [c for c in others if type(c) is EarlyStopping]
     observers = [c for c in others if type(c) in OBSERVERS]
-    if len(stoppers) > 1 or len(stoppers) + len(observers) != len(others) or (
-        stoppers and not runner.stop_when(stoppers[0])
+    if (
+        len(stoppers) > 1
+        or len(stoppers) + len(observers) != len(others)
+        or (stoppers and not runner.stop_when(stoppers[0]))
     ):
         for done, metrics in _compiled_epochs(runner, validation, epochs, rng, False):
             for k, epoch in enumerate(done):

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numbce import datasets
+from numbce.nn import needs_the_nn_extra
+
+try:
+    from numbce import datasets
+except ModuleNotFoundError as error:  # scikit-learn's generators
+    raise needs_the_nn_extra("numbce.nn.tutorials", error) from error
 from numbce.nn.callbacks import History
 from numbce.nn.layers import Flatten, Linear, ReLU, Sigmoid
 from numbce.nn.network import MLP, Sequential
@@ -152,6 +157,11 @@ class TrainingRun:
     data: Data
     seconds: float
     warmup_seconds: float
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the timed fit ran compiled epochs (else the Python loop)."""
+        return bool(self.history.params.get("compiled"))
 
 
 def train(
