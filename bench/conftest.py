@@ -68,6 +68,32 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     )  # fmt: skip
     machine_info["llvm_cpu"] = cpu
     machine_info["simd"] = widest if not numba.config.CPU_NAME else f"{cpu} target"
+    machine_info["blas"] = _blas()
+
+
+def _blas() -> str:
+    """The BLAS libraries loaded (threadpoolctl: OpenBLAS's kernel set for this CPU) and
+    the environment variables that steer OpenBLAS's choice, where set."""
+    import numpy  # noqa: F401  (its BLAS)
+    import scipy.linalg  # noqa: F401  (its BLAS, which Numba's products call)
+    from threadpoolctl import threadpool_info
+
+    libraries = sorted(
+        {
+            f"{info.get('internal_api')} {info.get('version')} "
+            f"{info.get('architecture') or ''}".strip()
+            for info in threadpool_info()
+            if info.get("user_api") == "blas"
+        }
+    )
+    steering = [
+        f"{name}={os.environ[name]}"
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "MKL_ENABLE_INSTRUCTIONS")
+        if name in os.environ
+    ]
+    return "; ".join(libraries) + (
+        f" (environment: {', '.join(steering)})" if steering else " (no OPENBLAS_* set)"
+    )
 
 
 def pytest_configure(config):

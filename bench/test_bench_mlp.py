@@ -8,7 +8,8 @@ Run: ``python -m pytest bench/test_bench_mlp.py --benchmark-only``.
   the idiomatic ``DataLoader(TensorDataset)`` loop ("pytorch") and with batches indexed
   from one tensor ("pytorch-tensor-batches", its leanest loop); scikit-learn's
   ``MLPClassifier`` (same network, batch and Adam, no L2 penalty, all 300 epochs; it
-  computes no test metrics per epoch).
+  computes no test metrics per epoch); ``MLPBinaryClassifier`` with those settings
+  ("numbce-estimator", no test metrics either).
 * ``fake-images-1-epoch``: 15,000 random 3x28x28 images, Flatten-2352-64-32-1-Sigmoid,
   BCE on probabilities, Adam lr 1e-4, batch 64, one epoch: numbce against the same two
   PyTorch loops.
@@ -18,8 +19,8 @@ Run: ``python -m pytest bench/test_bench_mlp.py --benchmark-only``.
   the same ``pos_weight``) and scikit-learn's ``MLPClassifier`` (one ``partial_fit``
   epoch on the indicator matrix, no ``pos_weight``: it has none).
 
-numbce runs twice: ``fit`` as it is ("numbce": compiled epochs, one Numba call for all
-the epochs) and with ``numbce._config.COMPILED_EPOCHS = "never"`` ("numbce-python-loop": the
+numbce runs twice: ``fit`` with ``numbce._config.COMPILED_EPOCHS = "always"``
+("numbce": compiled epochs, one Numba call for all the epochs) and with ``numbce._config.COMPILED_EPOCHS = "never"`` ("numbce-python-loop": the
 Python loop of layer, loss and optimizer calls that networks the compiled path does not
 cover still use). The scikit-learn contestants run last (see the note above them).
 
@@ -120,6 +121,40 @@ def test_circles_numbce(benchmark, circles, numbce_loop):
     model = _timed_training(benchmark, train)
     _record(
         benchmark, "circles-300-epochs", numbce_loop, model.evaluate(X_test, y_test)[1]
+    )
+
+
+def test_circles_numbce_estimator(benchmark, circles, monkeypatch):
+    """``MLPBinaryClassifier`` with MLPClassifier's settings below (no L2 penalty, all
+    300 epochs, no validation), compiled epochs: the network's speed through
+    scikit-learn's API (its EarlyStopping rule runs inside the epochs)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from numbce.nn import MLPBinaryClassifier
+
+    monkeypatch.setattr(_config, "COMPILED_EPOCHS", "always")
+    X, y, X_test, y_test = circles
+
+    def train():
+        classifier = MLPBinaryClassifier(
+            alpha=0.0,
+            batch_size=CIRCLES.batch_size,
+            learning_rate_init=CIRCLES.lr,
+            max_iter=CIRCLES.epochs,
+            n_iter_no_change=CIRCLES.epochs + 1,
+            random_state=SEED,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return classifier.fit(X, y)
+
+    classifier = _timed_training(benchmark, train)
+    assert classifier.n_iter_ == CIRCLES.epochs
+    _record(
+        benchmark,
+        "circles-300-epochs",
+        "numbce-estimator",
+        classifier.score(X_test, y_test),
     )
 
 

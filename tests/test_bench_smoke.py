@@ -146,6 +146,40 @@ def test_report_writes_table_and_plot(tmp_path):
     assert "flagged" not in stdout
 
 
+def test_report_of_several_runs_names_each_machine(tmp_path):
+    """A suite measured in a later run replaces the earlier run's; each run kept gets its
+    machine line, with its BLAS where recorded."""
+
+    def run(name, date, blas, suites):
+        info = {"python_version": "3", "cpu": {"brand_raw": name, "count": 2}}
+        if blas:
+            info["blas"] = blas
+        benchmarks = [_bench(date, 1e-3, suite=suite, case="c") for suite in suites]
+        path = tmp_path / f"{name}.json"
+        path.write_text(
+            json.dumps(
+                {"machine_info": info, "datetime": date, "benchmarks": benchmarks}
+            )
+        )
+        return path
+
+    first = run("old", "2026-11-26", None, ["mlp", "dask"])
+    second = run("new", "2026-12-08", "openblas 0.3.30 Haswell", ["mlp"])
+    out = tmp_path / "RESULTS.md"
+    done = _run(
+        [sys.executable, str(BENCH / "report.py"), str(first), str(second),
+         "--out", str(out), "--plot", str(tmp_path / "p.png")]
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "- dask (`old.json`, measured 2026-11-26): old, 2 logical cores" in text
+    assert "- mlp (`new.json`, measured 2026-12-08): new" in text
+    assert "BLAS openblas 0.3.30 Haswell" in text
+    assert "2026-12-08" in text and "contestant | time" in text
+    assert "| 2026-11-26 |" in text  # dask's row, kept
+    assert text.count("| 2026-11-26 |") == 1  # mlp's old row, replaced
+
+
 def test_report_flags_rows_a_disturbed_run_explains(tmp_path):
     kernels = {"suite": "kernels", "op": "fused", "dtype": "float32", "bytes": 12}
     cuda = {"suite": "cuda", "family": "logits", "op": "grad", "dtype": "float32"}

@@ -54,12 +54,12 @@ def test_a_bad_compiled_epochs_setting(monkeypatch, data):
 
 
 def test_a_compile_in_another_process_serves_a_later_fit():
-    """``compile_now`` in one process; a later process's fit finds the epochs in the
+    """``compile_epochs`` in one process; a later process's fit finds the epochs in the
     cache (``ready`` before the fit) and runs them: what the background compile is
     for. The processes share the suite's cache, so that this costs one compile."""
     subprocess.run(
         [sys.executable, "-c",
-         (f"from numbce.nn.compiled import compile_now; compile_now({FAMILY!r}, "
+         (f"from numbce.nn.network import compile_epochs; compile_epochs({FAMILY!r}, "
          f"{DTYPE!r})")],
         check=True, timeout=600,
     )  # fmt: skip
@@ -103,7 +103,7 @@ def test_background_compiles_start_once_with_a_spare_core(monkeypatch, tmp_path)
     compiled.compile_in_background(FAMILY, "float32")  # once per process
     assert len(started) == 1
     argv, options = started[0]
-    assert argv[0] == sys.executable and "compile_now('" + FAMILY in argv[2]
+    assert argv[0] == sys.executable and "compile_epochs('" + FAMILY in argv[2]
     assert options["start_new_session"] and options["stdout"] == subprocess.DEVNULL
     # Another process's compile under way (its lock file is fresh): none started.
     monkeypatch.setattr(compiled, "_LAUNCHED", set())
@@ -112,7 +112,7 @@ def test_background_compiles_start_once_with_a_spare_core(monkeypatch, tmp_path)
     # Off in the settings: none.
     monkeypatch.setattr(_config, "BACKGROUND_COMPILE", False)
     monkeypatch.setattr(compiled, "_LAUNCHED", set())
-    compiled._lock_path(FAMILY, "float32").unlink()
+    compiled.lock_path(FAMILY, "float32").unlink()
     assert compiled.compile_in_background(FAMILY, "float32") is None
 
 

@@ -45,8 +45,8 @@ When: compiling the epochs takes 15-30 s, a few hundred milliseconds of Python l
 for a short fit, so ``fit`` runs them only where they are compiled already (in this
 process or Numba's cache: :meth:`CompiledFit.ready`) unless
 ``numbce._config.COMPILED_EPOCHS`` says otherwise, and then has a background process
-compile them for later fits (:func:`compile_in_background`; ``python -m
-numbce.nn.compiled FAMILY DTYPE`` does the same in the foreground).
+compile them for later fits (:func:`compile_in_background`;
+``numbce.nn.network.compile_epochs(family, dtype)`` does the same in the foreground).
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ from numbce.losses import FAMILIES
 from numbce.nn.layers import (
     LAYERS,
     NO_NOISE,
-    Sigmoid,
     borrowed_view,
     flat_view,
     inlined,
@@ -90,6 +89,7 @@ __all__ = [
     "compile_in_background",
     "count_correct",
     "gather_rows",
+    "lock_path",
     "plan",
 ]
 
@@ -1160,7 +1160,7 @@ STALE_LOCK_SECONDS = 600
 """A background compile's lock file older than this is taken to be abandoned."""
 
 
-def _lock_path(family: str, dtype: str) -> pathlib.Path:
+def lock_path(family: str, dtype: str) -> pathlib.Path:
     """The lock file of a background compile: one per family, dtype, sources, Python
     and cache directory on this machine."""
     key = repr((family, dtype, _source_hash(), sys.executable,
@@ -1171,11 +1171,13 @@ def _lock_path(family: str, dtype: str) -> pathlib.Path:
 
 def _spare_core() -> bool:
     """Whether a second process would not slow this one: two cores or more for this
-    process, and a load average that leaves one free."""
+    process, and of the load average, besides about one for this busy process, at most
+    half a core on the cores left."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1
     )  # fmt: skip
-    return cores >= 2 and os.getloadavg()[0] <= cores - 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cores >= 2 and load - 1 <= cores - 1.5
 
 
 def compile_in_background(family: str, dtype: str) -> subprocess.Popen | None:
@@ -1191,7 +1193,7 @@ def compile_in_background(family: str, dtype: str) -> subprocess.Popen | None:
     ):
         return None
     _LAUNCHED.add((family, dtype))
-    lock = _lock_path(family, dtype)
+    lock = lock_path(family, dtype)
     try:
         if time.time() - lock.stat().st_mtime < STALE_LOCK_SECONDS:
             return None
@@ -1203,35 +1205,10 @@ def compile_in_background(family: str, dtype: str) -> subprocess.Popen | None:
         return None
     return subprocess.Popen(
         [sys.executable, "-c",
-         (f"from numbce.nn.compiled import compile_now; compile_now({family!r}, "
+         (f"from numbce.nn.network import compile_epochs; compile_epochs({family!r}, "
           f"{dtype!r}, niceness=10)")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
-
-
-def compile_now(family: str, dtype: str, niceness: int = 0) -> None:
-    """Compile (or load from the cache) the epochs of ``family`` and ``dtype``: what a
-    fit of any network of that loss and dtype runs; lowers this process's priority by
-    ``niceness`` first, and removes the background compile's lock file at the end."""
-    from numbce.nn.layers import Linear
-    from numbce.nn.network import Sequential
-
-    os.nice(niceness)
-    try:
-        layers = [Linear(2, 1, seed=0, dtype=dtype)]
-        if FAMILIES[family].input_in_unit_interval:
-            layers.append(Sigmoid())
-        network = Sequential(*layers, loss=family)
-        X, y = np.zeros((4, 2), dtype), np.zeros((4, 1), dtype)
-        network._allocate(4, (2,))
-        optimizer = Adam(network.parameters())
-        runner = CompiledFit(network, optimizer, (X, y, None, None), (X, y), 4, 0.0)
-        if not runner.ready():
-            runner.run(np.zeros((1, 4), np.int64))
-            runner.validate(np.zeros((1, runner.no_snapshots.shape[1]), network.dtype),
-                            np.zeros((1, 6)))  # fmt: skip
-    finally:
-        _lock_path(family, dtype).unlink(missing_ok=True)

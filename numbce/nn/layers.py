@@ -717,7 +717,7 @@ class _Elementwise(Layer):
         self._options = np.array(self.options(), dtype=np.float64)
         return tuple(input_shape)
 
-    def forward(self, x, key: int = NO_NOISE):
+    def forward(self, x, key: int = NO_NOISE) -> np.ndarray:
         n = x.shape[0]
         if n > self._rows:
             self.allocate(n, x.shape[1:], x.dtype, True)

@@ -31,7 +31,7 @@ import numbce
 from numbce._cache import njit
 from numbce._files import write_atomically
 from numbce.losses import FAMILIES
-from numbce.nn import training
+from numbce.nn import compiled, training
 from numbce.nn.layers import (
     LAYERS,
     NO_NOISE,
@@ -43,9 +43,9 @@ from numbce.nn.layers import (
     sigmoid,
     step_key,
 )
-from numbce.optim import views_like
+from numbce.optim import Adam, views_like
 
-__all__ = ["MLP", "Sequential"]
+__all__ = ["MLP", "Sequential", "compile_epochs"]
 
 EVAL_ROWS = 1024
 """Samples per forward pass when evaluating or predicting (and the least buffer size)."""
@@ -674,3 +674,31 @@ class MLP(Sequential):
 
 MODELS = {"Sequential": Sequential, "MLP": MLP}
 """Network classes by name, to rebuild a saved network."""
+
+
+def compile_epochs(family: str, dtype: str, niceness: int = 0) -> None:
+    """Compile (or load from Numba's cache) the compiled epochs of loss ``family`` and
+    ``dtype`` (``"float32"`` or ``"float64"``): what a fit of any network of that loss
+    and dtype runs (:mod:`numbce.nn.compiled`), so that later fits find it in the cache.
+    Lowers this process's priority by ``niceness`` first; removes the lock file of a
+    background compile (:func:`numbce.nn.compiled.compile_in_background`) at the end."""
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
+    try:
+        layers: list[Layer] = [Linear(2, 1, seed=0, dtype=dtype)]
+        if family in LOSSES_ON_PROBABILITIES:
+            layers.append(Sigmoid())
+        network = Sequential(*layers, loss=family)
+        X, y = np.zeros((4, 2), dtype), np.zeros((4, 1), dtype)
+        network._allocate(4, (2,))
+        runner = compiled.CompiledFit(
+            network, Adam(network.parameters()), (X, y, None, None), (X, y), 4, 0.0
+        )
+        if not runner.ready():
+            runner.run(np.zeros((1, 4), np.int64))
+            runner.validate(
+                np.zeros((1, network._flat_parameters.size), network.dtype),
+                np.zeros((1, 6)),
+            )
+    finally:
+        compiled.lock_path(family, np.dtype(dtype).name).unlink(missing_ok=True)
