@@ -376,7 +376,7 @@ def _compiled_fit(runner, callbacks, validation, epochs, rng):
     try:
         for done, metrics in _compiled_epochs(runner, validation, epochs, rng, True):
             history.extend(done, metrics)
-            for k, epoch in enumerate(done):
+            for k, epoch in enumerate(done if observers else ()):
                 call_hook(observers, "on_epoch_end", epoch,
                           {name: values[k] for name, values in metrics.items()})  # fmt: skip
     finally:
