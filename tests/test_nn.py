@@ -272,15 +272,19 @@ def test_a_strided_network_output_is_counted_and_squashed(rng):
 @pytest.mark.parametrize("columns", [1, 3])
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
 def test_count_correct_in_any_layout(rng, columns, layout):
+    """The compiled epochs' counts and the Python loop's, nan scores included."""
     from numbce.nn.compiled import count_correct
+    from numbce.nn.training import count_correct as python_count_correct
 
     scores, y = rng.normal(size=(2, 30, 2 * columns))
+    scores[3] = np.nan
     scores, y = scores[:, :columns], (y[:, :columns] > 0).astype(np.float64)
     if layout != "strided":
         scores, y = np.asarray(scores, order=layout), np.asarray(y, order=layout)
     right = (scores > 0) == (y > 0.5)
     expected = (int(right.all(axis=1).sum()), int(right.sum()))
     assert count_correct(scores, y, 0.0) == expected
+    assert python_count_correct(scores, y, 0.0) == expected
 
 
 def test_flat_views_refuse_strided_arrays():

@@ -1,5 +1,5 @@
-"""Compiled training: whole epochs of a network of registered layers in one Numba call, and
-the kernels the Python training loop shares with it.
+"""Compiled training: whole epochs of a network of registered layers in one Numba call (and
+:func:`add_l2`, which the Python training loop calls too).
 
 :func:`plan` turns a network, its optimizer and the data of a ``fit`` into a
 :class:`CompiledFit` when every part has a compiled form, else returns None (``fit`` then
@@ -285,7 +285,7 @@ adam_update, adam_amsgrad_update = map(inlined, map(_adam_kernel, (False, True))
 sgd_update = inlined(_sgd_update)
 
 
-# -- kernels shared with the Python loop ------------------------------------------------
+# -- kernels of the epochs (add_l2: of the Python loop too) ------------------------------
 
 
 @njit

@@ -53,6 +53,10 @@ EVAL_ROWS = 1024
 FINITE_BLOCK = 4096
 """Elements :func:`all_finite` checks between its early exits."""
 
+SMALL_CHECK = 1 << 16
+"""Elements up to which :func:`all_finite_values` checks with NumPy (a boolean temporary of up to
+64 KiB costs nothing, and a first small fit compiles nothing for it)."""
+
 
 @njit
 def all_finite(values):
@@ -69,6 +73,13 @@ def all_finite(values):
         if not ok:
             return False
     return True
+
+
+def all_finite_values(values: np.ndarray) -> bool:
+    """Whether every element of the flat float ``values`` is finite."""
+    if values.size <= SMALL_CHECK:
+        return bool(np.isfinite(values).all())
+    return all_finite(values)
 
 
 ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "logistic": Sigmoid}
@@ -345,7 +356,7 @@ class Sequential:
             raise ValueError(f"X is empty: shape {X.shape}, at least 1 sample needed")
         with np.errstate(over="ignore"):  # an overflow is reported below
             cast = np.ascontiguousarray(X, dtype=self.dtype)
-        if not all_finite(cast.reshape(-1)):
+        if not all_finite_values(cast.reshape(-1)):
             finite = np.isfinite(cast)
             where = tuple(int(i) for i in np.argwhere(~finite)[0])
             overflow = f" (overflows {self.dtype})" if np.isfinite(X[where]) else ""
@@ -563,7 +574,7 @@ class Sequential:
                 f"{path} holds a malformed configuration ({error})"
             ) from None
         parameters = data["parameters"]
-        if not all_finite(parameters):
+        if not all_finite_values(parameters):
             raise ValueError(
                 f"{path} holds parameters that are not finite (nan or inf)"
             )

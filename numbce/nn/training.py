@@ -54,6 +54,18 @@ def check_count(name: str, value, least: int) -> int:
     return int(value)
 
 
+def count_correct(
+    scores: np.ndarray, y: np.ndarray, threshold: float
+) -> tuple[int, int]:
+    """(samples whose every label is right, labels right) for the predictions
+    ``scores > threshold`` against the labels ``y > 0.5``, both (n, C): the counts of
+    ``numbce.nn.compiled.count_correct``, which the compiled epochs use, in NumPy (no
+    compile before a first fit; the same integers)."""
+    right = (scores > threshold) == (y > 0.5)
+    labels = int(np.count_nonzero(right))
+    return (labels if y.shape[1] == 1 else int(right.all(axis=1).sum())), labels
+
+
 def _accuracies(network: Sequential, samples: int, labels: int, n: int) -> dict:
     """``accuracy`` (the fraction of samples whose every label is right: for C > 1 the
     subset accuracy, scikit-learn's ``accuracy_score``) and, for C > 1, ``label_accuracy``
@@ -70,7 +82,7 @@ def metrics(network: Sequential, X, y, sample_weight=None) -> dict[str, float]:
     weight = _sample_weights(network, y, sample_weight, None)
     scores = network._scores(X)
     loss, _ = network.loss_value_and_grad(scores, y, weight)
-    samples, labels = compiled.count_correct(scores, y, network._threshold)
+    samples, labels = count_correct(scores, y, network._threshold)
     return {"loss": float(loss), **_accuracies(network, samples, labels, X.shape[0])}
 
 
@@ -597,9 +609,10 @@ def _train_epoch(network, data, batch, order, update, gradients, l2, noise) -> d
     for start in range(0, order.size, batch_size):
         rows = order[start : start + batch_size]
         count = rows.size
-        compiled.gather_rows(
-            flat_X, y, weight, rows, flat_batch_X, batch_y, batch_weight
-        )
+        np.take(flat_X, rows, axis=0, out=flat_batch_X[:count])
+        np.take(y, rows, axis=0, out=batch_y[:count])
+        if weight is not None:
+            np.take(weight, rows, axis=0, out=batch_weight[:count])
         targets = batch_y[:count]
         step = noise[1] + start // batch_size
         scores = network._forward_pass(batch_X[:count], noise[0], step)
@@ -615,7 +628,7 @@ def _train_epoch(network, data, batch, order, update, gradients, l2, noise) -> d
             raise FloatingPointError(
                 f"the loss is {loss} at batch {start // batch_size + 1}"
             )
-        samples, labels = compiled.count_correct(scores, targets, network._threshold)
+        samples, labels = count_correct(scores, targets, network._threshold)
         samples_right, labels_right = samples_right + samples, labels_right + labels
         network._backprop(grad)
         if l2:
