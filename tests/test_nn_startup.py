@@ -148,3 +148,17 @@ def test_fit_announces_compiling_with_verbose(monkeypatch, data, capsys):
     _fit(data, verbose=2)
     _fit(data, verbose=0)
     assert notices == [training.COMPILE_NOTICE]
+
+
+def test_a_compile_process_that_cannot_start_leaves_no_lock(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(_config, "BACKGROUND_COMPILE", True)
+    monkeypatch.setattr(compiled, "_LAUNCHED", set())
+    monkeypatch.setattr(compiled.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(compiled, "_spare_core", lambda: True)
+    monkeypatch.setattr(compiled.subprocess, "Popen", refuse)
+    assert compiled.compile_in_background(FAMILY, "float32") is None
+    assert not compiled.lock_path(FAMILY, "float32").exists()
+    assert not compiled._LAUNCHED  # the next fit tries again

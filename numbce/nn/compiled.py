@@ -1088,6 +1088,8 @@ class CompiledFit:
     def ready(self) -> bool:
         """Whether the epoch functions are compiled, in this process or in Numba's cache
         (then loaded): :meth:`run` and :meth:`validate` would not compile."""
+        if self.kernel.overloads and self.validator.overloads:
+            return True  # every fit of the family and dtype has the same signature
         logs, orders = np.zeros((1, 6)), np.zeros((1, 1), np.int64)
         arguments = self._arguments(np.zeros(1), orders, self.no_snapshots, logs)
         return load_compiled(self.kernel, *arguments) and load_compiled(
@@ -1206,12 +1208,19 @@ def compile_in_background(family: str, dtype: str) -> subprocess.Popen | None:
         lock.touch()
     except OSError:
         return None
-    return subprocess.Popen(
-        [sys.executable, "-c",
-         (f"from numbce.nn.network import compile_epochs; compile_epochs({family!r}, "
-          f"{dtype!r}, niceness=10)")],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    command = (
+        f"from numbce.nn.network import compile_epochs; compile_epochs({family!r}, "
+        f"{dtype!r}, niceness=10)"
+    )
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:  # no process could start: the next fit of the family tries again
+        _LAUNCHED.discard((family, dtype))
+        lock.unlink(missing_ok=True)
+        return None
