@@ -1012,8 +1012,9 @@ class CompiledFit:
             label_weight is not None
         ) * LABEL_WEIGHT
         _optimizer_settings(settings, optimizer)
-        settings["noise_seed"], settings["monitor"], settings["best_epoch"] = -1, -1, -1
-        settings["noise_seed"] = noise_seed
+        settings["noise_seed"], settings["monitor"], settings["best_epoch"] = (
+            noise_seed, -1, -1
+        )  # fmt: skip
         self.settings = settings
         self.n, self.batch_size = n, batch_size
         self.steps_per_epoch = -(-n // batch_size)
