@@ -128,34 +128,10 @@ def test_circles_numbce_estimator(benchmark, circles, monkeypatch):
     """``MLPBinaryClassifier`` with MLPClassifier's settings below (no L2 penalty, all
     300 epochs, no validation), compiled epochs: the network's speed through
     scikit-learn's API (its EarlyStopping rule runs inside the epochs)."""
-    from sklearn.exceptions import ConvergenceWarning
-
     from numbce.nn import MLPBinaryClassifier
 
     monkeypatch.setattr(_config, "COMPILED_EPOCHS", "always")
-    X, y, X_test, y_test = circles
-
-    def train():
-        classifier = MLPBinaryClassifier(
-            alpha=0.0,
-            batch_size=CIRCLES.batch_size,
-            learning_rate_init=CIRCLES.lr,
-            max_iter=CIRCLES.epochs,
-            n_iter_no_change=CIRCLES.epochs + 1,
-            random_state=SEED,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return classifier.fit(X, y)
-
-    classifier = _timed_training(benchmark, train)
-    assert classifier.n_iter_ == CIRCLES.epochs
-    _record(
-        benchmark,
-        "circles-300-epochs",
-        "numbce-estimator",
-        classifier.score(X_test, y_test),
-    )
+    _time_classifier(benchmark, circles, MLPBinaryClassifier, "numbce-estimator")
 
 
 def _torch_batches(torch, X, y, batch_size, loop, generator):
@@ -381,23 +357,22 @@ def test_multilabel_pytorch(benchmark, multilabel, loop):
 # (measured: both libraries' threads contend for a minute), so these come after the rest.
 
 
-def test_circles_scikit_learn(benchmark, circles):
+def _time_classifier(benchmark, circles, classifier_class, contestant, **options):
+    """Time ``classifier_class(**settings, **options).fit`` on the circles: Adam with the
+    tutorial's batch and learning rate, no L2 penalty, all 300 epochs."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
 
     X, y, X_test, y_test = circles
 
     def train():
-        classifier = MLPClassifier(
-            hidden_layer_sizes=(100,),
-            activation="relu",
-            solver="adam",
+        classifier = classifier_class(
             alpha=0.0,
             batch_size=CIRCLES.batch_size,
             learning_rate_init=CIRCLES.lr,
             max_iter=CIRCLES.epochs,
             n_iter_no_change=CIRCLES.epochs + 1,  # no early stop: all 300 epochs
             random_state=SEED,
+            **options,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -406,10 +381,21 @@ def test_circles_scikit_learn(benchmark, circles):
     classifier = _timed_training(benchmark, train)
     assert classifier.n_iter_ == CIRCLES.epochs
     _record(
+        benchmark, "circles-300-epochs", contestant, classifier.score(X_test, y_test)
+    )
+
+
+def test_circles_scikit_learn(benchmark, circles):
+    from sklearn.neural_network import MLPClassifier
+
+    _time_classifier(
         benchmark,
-        "circles-300-epochs",
+        circles,
+        MLPClassifier,
         "scikit-learn",
-        classifier.score(X_test, y_test),
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        solver="adam",
     )
 
 
