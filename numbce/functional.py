@@ -82,12 +82,34 @@ def array_kind(a) -> str:
     return "cuda" if _validate.is_cuda_array(a) else "numpy"
 
 
+def _refuse_autograd(family: Family, *operands) -> None:
+    """TypeError for a ``torch.Tensor`` operand that requires grad (NumPy cannot take
+    it, and numbce's arrays would cut it out of the autograd graph)."""
+    names = ("input", "target", "weight", "pos_weight")
+    for name, value in zip(names, operands):
+        if getattr(value, "requires_grad", False) and type(value).__module__.startswith(
+            "torch"
+        ):
+            advice = (
+                f"call numbce.torch.{family.name} (a PyTorch function with numbce's "
+                f"backward pass), or pass {name}.detach() for the value alone"
+                if name == "input"
+                else f"numbce differentiates the input only: pass {name}.detach()"
+            )
+            raise TypeError(
+                f"numbce's {family.name} functions take arrays, outside autograd, and "
+                f"{name} is a torch.Tensor that requires grad: {advice}"
+            )
+
+
 def compute(family: Family, outputs: Outputs, input, target, *call) -> tuple:
     """Validate one call and run it on the backend of ``input``'s kind: ``(loss, grad,
     hess)``, each None unless asked for. ``call`` is ``(weight, pos_weight, reduction,
     grad_output, size_average, reduce, out, option_values)`` as
     :func:`numbce._validate.check` takes it (positional: the public functions call this on
     every call)."""
+    if type(input) is not np.ndarray:
+        _refuse_autograd(family, input, target, call[0], call[1])
     kind = array_kind(input)
     if kind == "numpy":
         x = input if type(input) is np.ndarray else np.asarray(input)

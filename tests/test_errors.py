@@ -1,9 +1,11 @@
 """Every row of the spec's bad-input table: the exception, its message, inputs untouched."""
 
+import inspect
 import re
 
 import numpy as np
 import pytest
+from conftest import torch_or_skip
 
 import numbce
 
@@ -192,3 +194,44 @@ def test_wide_target_is_checked_before_it_is_rounded_to_the_input_dtype():
     message = f"target must be in [0, 1], got {1.0 + 1e-12!r} at flat index 1"
     with pytest.raises(ValueError, match=re.escape(message)):
         numbce.binary_cross_entropy_with_logits(np.zeros(3, dtype=np.float32), y)
+
+
+SUFFIXES = ["", "_grad", "_value_and_grad", "_hess", "_grad_hess"]
+
+
+@pytest.mark.parametrize("family", sorted(numbce.losses.FAMILIES))
+@pytest.mark.parametrize("suffix", SUFFIXES)
+@pytest.mark.parametrize("operand", ["input", "target", "weight", "pos_weight"])
+def test_a_tensor_that_requires_grad_names_numbce_torch(family, suffix, operand):
+    """The plain API refuses a tensor in autograd with a TypeError that says what to
+    call instead (PyTorch's own error, "Can't call numpy() on Tensor that requires
+    grad", gave no hint); detached, the call works."""
+    torch = torch_or_skip()
+    function = getattr(numbce, family + suffix)
+    tensors = {
+        "input": torch.full((4,), 0.25, dtype=torch.float64),
+        "target": torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64),
+        "weight": torch.full((4,), 2.0, dtype=torch.float64),
+        "pos_weight": torch.full((4,), 3.0, dtype=torch.float64),
+    }
+    if "pos_weight" not in inspect.signature(function).parameters:
+        tensors.pop("pos_weight")
+        if operand == "pos_weight":
+            pytest.skip(f"{family} takes no pos_weight")
+    tensors[operand].requires_grad_(True)
+    advice = (
+        f"call numbce.torch.{family} "
+        if operand == "input"
+        else "numbce differentiates the input only"
+    )
+    message = (
+        f"numbce's {family} functions take arrays, outside autograd, and {operand} is "
+        f"a torch.Tensor that requires grad: {advice}"
+    )
+    args = (tensors.pop("input"), tensors.pop("target"))
+    with pytest.raises(TypeError, match=re.escape(message)):
+        function(*args, **tensors)
+    # Detached: the tensors work (weights as NumPy arrays: the plain API takes
+    # NumPy-convertible data and NumPy operands).
+    operands = {name: value.detach().numpy() for name, value in tensors.items()}
+    function(*(a.detach() for a in args), **operands)
