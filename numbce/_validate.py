@@ -214,6 +214,13 @@ class Request:
         if result is None or result is out:
             return result
         result_type = self.result_dtype.type
+        # Fast paths (no floating-point state to set): a scalar in range, an array of
+        # the result dtype.
+        if not isinstance(result, np.ndarray):
+            if abs(result) <= _LARGEST[result_type]:
+                return result_type(result)
+        elif out is None and result.dtype == self.result_dtype:
+            return result if result.shape == self.shape else result.reshape(self.shape)
         # A value beyond the result dtype's range (a sum, a float16 computed in float32)
         # is inf there: a result, not a warning.
         with np.errstate(over="ignore"):
@@ -229,6 +236,9 @@ class Request:
                 if result.dtype == self.result_dtype
                 else result.astype(result_type)
             )
+
+
+_LARGEST = {t: float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 
 
 def _operand(name: str, value, shape: tuple, check=check_broadcastable):
