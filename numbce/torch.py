@@ -216,7 +216,7 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     if (
         type(grad_output) is torch.Tensor
         and grad_output.dim() == 0
-        and not grad_output.is_cuda
+        and grad_output.device.type == "cpu"
         and not grad_output.requires_grad
         and grad_output.item() == 1.0
     ):

@@ -6,6 +6,9 @@ the loss and the gradient are the eager bits; a model in front of the loss may r
 differently once inductor fuses it, so training steps compare to a few ulps.
 """
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 from conftest import torch_or_skip
@@ -18,6 +21,14 @@ nt = pytest.importorskip("numbce.torch")
 dynamo = pytest.importorskip("torch._dynamo")
 
 REDUCTIONS = ["none", "mean", "sum"]
+CXX = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+INDUCTOR = pytest.param(
+    "inductor",
+    marks=pytest.mark.skipif(
+        not any(shutil.which(name) for name in CXX if name),
+        reason="inductor compiles C++ for the CPU: no C++ compiler found",
+    ),
+)
 SUFFIXES = ["", "_value_and_grad", "_grad", "_hess"]
 
 
@@ -100,11 +111,19 @@ def _step_of(family, options):
     return step
 
 
-@pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
-def test_training_step_under_inductor(family):
-    """The default backend compiles a model + loss step without a graph break, for three
-    steps of training (inductor may fuse the model's own ops: a few ulps)."""
-    options = family.accuracy_options[-1]
+OPTION_CASES = [
+    pytest.param(family, options, id=f"{family.name}-{i}")
+    for family in FAMILIES.values()
+    for i, options in enumerate(family.accuracy_options)
+]
+
+
+@pytest.mark.parametrize(("family", "options"), OPTION_CASES)
+@pytest.mark.parametrize("backend", [INDUCTOR, "aot_eager", "eager"])
+def test_compiled_training_steps(backend, family, options):
+    """A model + loss step compiles with fullgraph=True (no graph break) for three steps
+    of training, with the eager results (inductor may fuse the model's own ops: a few
+    ulps)."""
     step = _step_of(family, options)
     generator = torch.Generator().manual_seed(1)
     features = torch.randn(16, 4, generator=generator, dtype=torch.float64)
@@ -112,7 +131,9 @@ def test_training_step_under_inductor(family):
     weight = torch.rand(3, generator=generator, dtype=torch.float64) + 0.5
     data = (features, y, weight)
     dynamo.reset()
-    compiled = _train(torch.compile(step, fullgraph=True), family, data)
+    compiled = _train(
+        torch.compile(step, fullgraph=True, backend=backend), family, data
+    )
     eager = _train(step, family, data)
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
@@ -295,3 +316,33 @@ def test_compiled_options_and_shapes_may_change():
         assert all(torch.equal(a, b) for a, b in zip(ours, eager))
     with pytest.raises(ValueError, match=r"gamma must be in \[0, 1000\], got -1.0"):
         compiled(x, y, -1.0, "sum")
+
+
+def test_errors_found_while_tracing_are_numbces():
+    family = FAMILIES["binary_cross_entropy_with_logits"]
+    x, y, _ = _data(family, seed=7)
+    dynamo.reset()
+    compiled = torch.compile(nt.binary_cross_entropy_with_logits, backend="aot_eager")
+    with pytest.raises(RuntimeError, match="target requires grad: pass target.detach"):
+        compiled(x, y.requires_grad_())
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        compiled(x, y.detach(), reduction="avg")
+
+
+@pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
+def test_meta_and_fake_tensors_give_shapes(family):
+    """Meta tensors and FakeTensorMode (shape inference, as for model-size estimates)
+    run the fake implementations, forward and backward."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    function = nt.FUNCTIONS_TORCH[family.name]
+    x = torch.empty(5, 3, device="meta", requires_grad=True)
+    loss = function(x, torch.empty(5, 3, device="meta"), reduction="mean")
+    loss.backward()
+    assert loss.shape == () and loss.device.type == "meta"
+    assert x.grad.shape == (5, 3) and x.grad.device.type == "meta"
+    with FakeTensorMode():
+        x = torch.rand(4, 2, requires_grad=True)
+        loss = function(x, torch.rand(4, 2), reduction="none")
+        loss.sum().backward()
+        assert loss.shape == (4, 2) and x.grad.shape == (4, 2)

@@ -405,3 +405,26 @@ def test_cuda_training_step_on_a_side_stream():
         loss.backward()
     stream.synchronize()
     assert torch.isfinite(model.weight.grad).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
+def test_cuda_operators_compile_and_autocast(family):
+    """CUDA tensors through the custom operators: compiled (inductor) as eager, and under
+    CUDA autocast in float32 (binary_cross_entropy too, which PyTorch refuses there)."""
+    _cuda()
+    x, y = _inputs(family, (64, 5), torch.float32, seed=14)
+    xc, yc = x.detach().cuda().requires_grad_(), y.cuda()
+    function = nt.FUNCTIONS_TORCH[family.name]
+    compiled = torch.compile(function, fullgraph=True)
+    for f in (function, compiled):
+        loss = f(xc, yc, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xc)
+        expected = function(x, y, reduction="sum")
+        torch.testing.assert_close(loss.cpu(), expected.detach(), rtol=1e-6, atol=0)
+        assert grad.device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.float16):
+        half = xc.detach().half().requires_grad_()
+        loss = function(half, yc.half(), reduction="mean")
+    loss.backward()
+    assert loss.dtype == torch.float32 and half.grad.dtype == torch.float16
