@@ -225,8 +225,9 @@ def _scale(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
 
 
 class _Ops(NamedTuple):
-    """A family's operators (``torch.ops.numbce.<family><suffix>``), and the function
-    behind ``value_and_grad`` (for :class:`_EagerLoss`)."""
+    """A family's operators (``torch.ops.numbce.<family><suffix>``), its tensor operands'
+    names, and the operators' implementations by suffix (``kernels``: what
+    :class:`_EagerLoss` and the no-grad eager call run directly)."""
 
     family: Family
     operands: tuple[str, ...]
