@@ -346,3 +346,21 @@ def test_meta_and_fake_tensors_give_shapes(family):
         loss = function(x, torch.rand(4, 2), reduction="none")
         loss.sum().backward()
         assert loss.shape == (4, 2) and x.grad.shape == (4, 2)
+
+
+@pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_through_the_operators(family, reduction):
+    """The operators' own autograd (what compiled code and autocast use), once and twice:
+    the loss, and the loss of ``value_and_grad``."""
+    x, y, operands = _data(family, shape=(4, 3), seed=8)
+    options = [option.default for option in family.options]
+    for name in (family.name, family.name + "_value_and_grad"):
+        op = getattr(torch.ops.numbce, name)
+
+        def loss(z, op=op):
+            result = op(z, y, *operands.values(), reduction, *options)
+            return result[0] if isinstance(result, tuple) else result
+
+        assert torch.autograd.gradcheck(loss, (x,))
+        assert torch.autograd.gradgradcheck(loss, (x,))
