@@ -504,42 +504,56 @@ def _plan(request: Request) -> _Plan:
                  grad_output_array, parallel, -(-n // _config.BLOCK))  # fmt: skip
 
 
-def run(request: Request):
-    """One pass of the kernel over a NumPy ``request``: ``(loss, grad, hess)``, each None
-    unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
-    float64), else a flat array of the compute dtype, like ``grad`` and ``hess``, or the
-    caller's ``out`` buffer itself where the kernel wrote into it."""
+def plan_for(request: Request) -> _Plan:
+    """How :func:`execute` runs ``request``: cached where every operand is a float (the
+    plan then depends on the request's metadata alone), else made anew."""
     weight, pos_weight, grad_output = (
         request.weight,
         request.pos_weight,
         request.grad_output,
     )
-    if (
+    if not (
         type(weight) is type(pos_weight) is type(grad_output) is float
         and weight
         and pos_weight
         and grad_output
     ):
-        key = (request.family.name, request.outputs, request.dtype.char,
-               request.reduction, request.shape, weight, pos_weight, grad_output,
-               request.params, _config.BLOCK, _config.PARALLEL_THRESHOLD,
-               _config.STREAMING_THRESHOLD)  # fmt: skip
-        plan = _PLANS.get(key)
-        if plan is None:
-            if len(_PLANS) >= 256:
-                _PLANS.clear()
-            plan = _PLANS[key] = _plan(request)
-    else:
-        plan = _plan(request)
+        return _plan(request)
+    key = (request.family.name, request.outputs, request.dtype.char,
+           request.reduction, request.shape, weight, pos_weight, grad_output,
+           request.params, _config.BLOCK, _config.PARALLEL_THRESHOLD,
+           _config.STREAMING_THRESHOLD)  # fmt: skip
+    found = _PLANS.get(key)
+    if found is None:
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        found = _PLANS[key] = _plan(request)
+    return found
+
+
+def run(request: Request):
+    """One pass of the kernel over a NumPy ``request``: ``(loss, grad, hess)``, each None
+    unless asked for. ``loss`` is a float64 sum or mean for 'mean'/'sum' (summed in
+    float64), else a flat array of the compute dtype, like ``grad`` and ``hess``, or the
+    caller's ``out`` buffer itself where the kernel wrote into it."""
+    return execute(plan_for(request), request, request.input, request.target)
+
+
+def execute(plan: _Plan, request: Request, input: np.ndarray, target: np.ndarray):
+    """:func:`run` with its plan, on ``input`` and ``target``: the request's own, or arrays
+    of the same dtypes and shape as those it was checked with (a caller that keeps a
+    plan and a request for calls of one kind: their values are checked here)."""
     (kernel, pick, weight, pos_weight, scalars, store_loss, reduce_loss,
      grad_output_array, parallel, nblocks) = plan  # fmt: skip
     dtype, n, outputs, out = request.dtype, request.size, request.outputs, request.out
-    x, y = _flat(request.input, dtype), _flat(request.target, dtype)
+    x, y = _flat(input, dtype), _flat(target, dtype)
     placeholder = _PLACEHOLDER[dtype]
     loss_out, loss = _buffer(out[0], n, dtype) if store_loss else (placeholder, None)
     grad_out, grad = _buffer(out[1], n, dtype) if outputs.grad else (placeholder, None)
     hess_out, hess = _buffer(out[2], n, dtype) if outputs.hess else (placeholder, None)
-    grad_output = _flat(grad_output, dtype) if grad_output_array else placeholder
+    grad_output = (
+        _flat(request.grad_output, dtype) if grad_output_array else placeholder
+    )
     blocks_out = np.empty((2, nblocks))
     arguments = pick((x, y, weight, pos_weight, grad_output, scalars,
                       loss_out, grad_out, hess_out, blocks_out))  # fmt: skip

@@ -27,8 +27,8 @@ plain ``loss.backward()`` autograd takes it as ``x.grad``, no copy). Double back
 differentiates the ``_grad`` operator by the ``_hess`` one; a third derivative raises
 RuntimeError. In plain eager mode (no compiler, autocast, ``torch.func`` transform or
 dispatch mode) the loss skips the dispatcher: the same kernel and backward as a
-:class:`torch.autograd.Function` (``_EagerLoss``): about 50 us less per call (loss +
-backward at N = 2,000 on a 2-core Xeon: 67 us instead of 117).
+:class:`torch.autograd.Function` (``_EagerLoss``): about 60 us less per call (loss +
+backward at N = 2,000 on a 2-core Xeon: 53 us instead of 114).
 
 Only ``input`` is differentiated: a ``target``, ``weight`` or ``pos_weight`` that requires
 grad raises RuntimeError when the loss is called with grad enabled (pass ``.detach()``, as
@@ -71,7 +71,7 @@ except ImportError as error:  # pragma: no cover - the 'compare' extra installs 
         "numbce.torch needs PyTorch >= 2.0: pip install torch (or 'numbce[compare]')"
     ) from error
 
-from numbce import _validate, functional
+from numbce import _config, _validate, cpu, functional
 from numbce.functional import VARIANTS, _define, binder
 from numbce.losses import FAMILIES, Family
 
@@ -236,6 +236,7 @@ class _Ops(NamedTuple):
     grad: Callable
     hess: Callable
     kernels: dict[str, Callable]
+    requests: dict[tuple, tuple]
 
 
 def _setup(ctx, ops: _Ops, inputs: tuple, grad: torch.Tensor | None = None) -> None:
@@ -304,17 +305,57 @@ def _register_autograd(ops: _Ops) -> None:
 
 class _EagerLoss(torch.autograd.Function):
     """``value_and_grad``'s loss in plain eager mode: the operator's kernel and backward
-    without the dispatcher's per-call work (about 50 us; see :func:`_eager`)."""
+    without the dispatcher's per-call work (about 60 us; see :func:`_eager`)."""
 
     @staticmethod
     def forward(ctx, ops: _Ops, input, target, *arguments):
-        loss, grad = ops.kernels["_value_and_grad"](input, target, *arguments)
+        loss, grad = _value_and_grad(ops, input, target, arguments)
         _setup(ctx, ops, (input, target, *arguments), grad)
         return loss
 
     @staticmethod
     def backward(ctx, grad_output):
         return (None, *_fused_backward(ctx, grad_output))
+
+
+_KEPT_DTYPES = {torch.float32, torch.float64}
+"""The dtypes whose calls :func:`_value_and_grad` keeps a checked request for (NumPy's,
+computed in themselves)."""
+
+
+def _value_and_grad(ops: _Ops, input, target, arguments: tuple) -> tuple:
+    """What the ``value_and_grad`` operator computes. For CPU tensors of one float32 or
+    float64 dtype without weights, the request numbce checked for the first call of
+    that kind (family, options, reduction, dtype, shape) is kept with its kernel plan and
+    reused: everything checked depends on those alone, and the kernel checks the values
+    (a bad value raises the same ValueError)."""
+    count = len(ops.operands)
+    if (
+        input.is_cuda
+        or target.is_cuda
+        or input.dtype not in _KEPT_DTYPES
+        or target.dtype != input.dtype
+        or arguments[:count].count(None) != count  # weights
+    ):
+        return ops.kernels["_value_and_grad"](input, target, *arguments)
+    x, y = input.detach().numpy(), target.detach().numpy()
+    key = (input.dtype, input.shape, target.shape, arguments, _config.BLOCK,
+           _config.PARALLEL_THRESHOLD, _config.STREAMING_THRESHOLD)  # fmt: skip
+    kept = ops.requests.get(key)
+    if kept is None:
+        request = _validate.check(
+            ops.family, VARIANTS["_value_and_grad"], x, y, None, None,
+            arguments[count], 1.0, None, None, None, arguments[count + 1 :],
+        )  # fmt: skip
+        if len(ops.requests) >= 256:
+            ops.requests.clear()
+        kept = ops.requests[key] = (cpu.plan_for(request), request)
+    plan, request = kept
+    loss, grad, _ = cpu.execute(plan, request, x, y)
+    return (
+        torch.from_numpy(np.asarray(request.shaped(loss))),
+        torch.from_numpy(request.shaped(grad)),
+    )
 
 
 _eager_loss = super(torch.autograd.Function, _EagerLoss).apply
@@ -324,12 +365,11 @@ the first, :class:`_EagerLoss` has no second)."""
 
 
 def _eager(input) -> bool:
-    """Whether a call may take :class:`_EagerLoss`: a plain CPU or CUDA tensor, no
-    compiler, ``torch.func`` transform, dispatch mode or autocast in play (those need
-    the operator)."""
+    """Whether a call (not being compiled) may take :class:`_EagerLoss`: a plain CPU or
+    CUDA tensor, no ``torch.func`` transform, dispatch mode or autocast in play (those
+    need the operator)."""
     return (
         type(input) is torch.Tensor
-        and not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()
         and not torch._C._len_torch_dispatch_stack()
         and not torch._C._is_any_autocast_enabled()
@@ -356,7 +396,7 @@ def _define_ops(family: Family) -> _Ops:
         for device in ("cpu", "cuda"):
             op.register_autocast(device, torch.float32)
         ops[suffix[1:] or "value"], kernels[suffix] = op, kernel
-    ops = _Ops(family, arguments.operands, kernels=kernels, **ops)
+    ops = _Ops(family, arguments.operands, kernels=kernels, requests={}, **ops)
     _register_autograd(ops)
     return ops
 
@@ -424,15 +464,14 @@ def _check_no_func_derivatives(function: str) -> None:
         )
 
 
-def _check_no_grad(function: str, target, operands: dict) -> None:
-    if not torch.is_grad_enabled():
-        return
-    for name, value in (("target", target), *operands.items()):
+def _check_no_grad(ops: _Ops, target, operands: tuple) -> None:
+    """RuntimeError for a target or operand that requires grad (grad enabled)."""
+    for name, value in zip(("target", *ops.operands), (target, *operands)):
         if isinstance(value, torch.Tensor) and value.requires_grad:
             raise RuntimeError(
-                f"numbce.torch.{function} differentiates the input only, but {name} "
-                f"requires grad: pass {name}.detach() (numbce has no gradient with "
-                f"respect to {name})"
+                f"numbce.torch.{ops.family.name} differentiates the input only, but "
+                f"{name} requires grad: pass {name}.detach() (numbce has no gradient "
+                f"with respect to {name})"
             )
 
 
@@ -449,25 +488,28 @@ def _loss(
     """One call of a family's loss function: arguments checked, then the operator (or,
     in plain eager mode, :class:`_EagerLoss`); ``value_and_grad`` where ``input``
     requires grad, the loss alone otherwise."""
-    family = ops.family
     if (
         reduction not in _validate.REDUCTIONS
         or size_average is not None
         or reduce is not None
     ):
         reduction = _validate.check_reduction(reduction, size_average, reduce)
-    operands = tuple(map(_as_operand, operands))
-    _check_no_grad(family.name, target, dict(zip(ops.operands, operands)))
-    if not torch.compiler.is_compiling():
-        _check_no_func_derivatives(family.name)
-        options = tuple(option.check(v) for option, v in zip(family.options, options))
+    if operands.count(None) != len(operands):
+        operands = tuple(map(_as_operand, operands))
+    grad_enabled = torch.is_grad_enabled()
+    if grad_enabled:
+        _check_no_grad(ops, target, operands)
+    compiling = torch.compiler.is_compiling()
+    if not compiling:
+        _check_no_func_derivatives(ops.family.name)
+        options = tuple([o.check(v) for o, v in zip(ops.family.options, options)])
     # Compiling, the options may be symbolic floats: the operator checks them when it
     # runs, with the same errors.
     call = (input, target, *operands, reduction, *options)
-    if torch.compiler.is_exporting():  # a program to run, not to differentiate
+    if compiling and torch.compiler.is_exporting():  # a program to run, not to train
         return ops.value(*call)
-    differentiated = torch.is_grad_enabled() and input.requires_grad
-    if _eager(input):
+    differentiated = grad_enabled and input.requires_grad
+    if not compiling and _eager(input):
         return _eager_loss(ops, *call) if differentiated else ops.kernels[""](*call)
     return ops.value_and_grad(*call)[0] if differentiated else ops.value(*call)
 

@@ -428,3 +428,36 @@ def test_cuda_operators_compile_and_autocast(family):
         loss = function(half, yc.half(), reduction="mean")
     loss.backward()
     assert loss.dtype == torch.float32 and half.grad.dtype == torch.float16
+
+
+@pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
+def test_repeated_calls_of_one_kind_are_checked_and_exact(family):
+    """Calls of one kind (dtype, shape, options) reuse the request checked for the first:
+    every call still gives the plain API's bits, with or without weights, and a bad value
+    in a later call raises the same ValueError."""
+    function = nt.FUNCTIONS_TORCH[family.name]
+    plain = functional.FUNCTIONS[family.name + "_value_and_grad"]
+    for options in family.accuracy_options:
+        for seed, shape, dtype in ((0, (6, 4), torch.float32), (1, (6, 4), torch.float32),
+                                   (2, (3, 5), torch.float64), (3, (6, 4), torch.float32)):  # fmt: skip
+            x, y = _inputs(family, shape, dtype, seed=seed)
+            w = _operand("row", shape, seed).to(dtype) if seed == 1 else None
+            kwargs = {"weight": w} if w is not None else {}
+            loss = function(x, y, reduction="mean", **kwargs, **options)
+            loss.backward()
+            expected = plain(x.detach().numpy(), y.numpy(), weight=None if w is None
+                             else w.numpy(), reduction="mean", **options)  # fmt: skip
+            assert loss.item() == expected[0]
+            np.testing.assert_array_equal(x.grad.numpy(), expected[1])
+        strided = x.detach().t().requires_grad_()
+        function(strided, y.t(), reduction="sum", **options).backward()
+        np.testing.assert_array_equal(
+            strided.grad.numpy(),
+            plain(strided.detach().numpy(), y.t().numpy(), reduction="sum", **options)[
+                1
+            ],
+        )
+        bad = y.clone()
+        bad[1, 2] = 1.5
+        with pytest.raises(ValueError, match=r"target must be in \[0, 1\].*1\.5"):
+            function(x, bad, reduction="mean", **options)
