@@ -57,9 +57,9 @@ bfloat16, which NumPy lacks, is computed in float32 and the results rounded to b
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -123,7 +123,7 @@ _OP_RESULTS = {
 loss, the loss and its gradient from one pass, the gradient, the second derivative."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Arguments:
     """A family's operator arguments after ``input, target``: its tensor operands
     (``weight``, and ``pos_weight`` where it takes one), ``reduction``, its options."""
@@ -349,6 +349,8 @@ def _value_and_grad(ops: _Ops, input, target, arguments: tuple) -> tuple:
         )  # fmt: skip
         if len(ops.requests) >= 256:
             ops.requests.clear()
+        # Kept without the first call's data, which it would keep alive.
+        request = dataclasses.replace(request, input=None, target=None)
         kept = ops.requests[key] = (cpu.plan_for(request), request)
     plan, request = kept
     loss, grad, _ = cpu.execute(plan, request, x, y)

@@ -461,3 +461,15 @@ def test_repeated_calls_of_one_kind_are_checked_and_exact(family):
         bad[1, 2] = 1.5
         with pytest.raises(ValueError, match=r"target must be in \[0, 1\].*1\.5"):
             function(x, bad, reduction="mean", **options)
+
+
+def test_a_kept_request_keeps_no_data_alive():
+    import gc
+    import weakref
+
+    x, y = _inputs(FAMILIES["binary_cross_entropy_with_logits"], (999,), torch.float32)
+    nt.binary_cross_entropy_with_logits(x, y).backward()
+    first = weakref.ref(x)
+    del x
+    gc.collect()
+    assert first() is None
