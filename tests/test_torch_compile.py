@@ -177,9 +177,9 @@ def test_a_failed_compile_leaves_eager_calls_working():
 
 
 @pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
-def test_export(family):
+def test_export(family, tmp_path):
     """torch.export of a module computing the loss: the program calls numbce's operator and
-    gives the same loss."""
+    gives the same loss, also saved and loaded."""
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -196,6 +196,9 @@ def test_export(family):
     exported = torch.export.export(model, (features, y))
     assert f"torch.ops.numbce.{family.name}.default" in exported.graph_module.code
     assert torch.equal(exported.module()(features, y), model(features, y))
+    path = tmp_path / "loss.pt2"
+    torch.export.save(exported, path)
+    assert torch.equal(torch.export.load(path).module()(features, y), model(features, y))
 
 
 @pytest.mark.parametrize("family", FAMILIES.values(), ids=lambda f: f.name)
