@@ -77,21 +77,6 @@ from numbce import _config, _validate, cpu, functional
 from numbce.functional import VARIANTS, _define, binder
 from numbce.losses import FAMILIES, Family
 
-TORCH_SIGNATURES: dict[str, tuple[tuple[str, str], tuple[str, ...]]] = {
-    "binary_cross_entropy": (
-        ("input", "target"),
-        ("weight", "size_average", "reduce", "reduction"),
-    ),
-    "binary_cross_entropy_with_logits": (
-        ("input", "target"),
-        ("weight", "size_average", "reduce", "reduction", "pos_weight"),
-    ),
-    "sigmoid_focal_loss": (("inputs", "targets"), ("alpha", "gamma", "reduction")),
-}
-"""Per family: PyTorch's (or torchvision's) names of the prediction and the target, and its
-positional parameters after them. The family's other numbce parameters follow, keyword-only.
-A family not listed keeps numbce's signature."""
-
 _OPERANDS = ("weight", "pos_weight")
 _DEFAULTS = {"weight": None, "pos_weight": None, "size_average": None, "reduce": None}
 
@@ -101,8 +86,9 @@ def _parameters(family: Family, reduction: str) -> list[inspect.Parameter]:
     defaults = {**_DEFAULTS, "reduction": reduction}
     defaults.update((option.name, option.default) for option in family.options)
     ours = [name for name in family.signature if name != "*"]
-    _, positional = TORCH_SIGNATURES.get(family.name, ((), ()))
-    if not positional:
+    if family.torch_signature:
+        _, positional = family.torch_signature
+    else:
         positional = tuple(family.signature[: family.signature.index("*")])
     keyword = [name for name in ours if name not in positional]
     kinds = [(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in positional]
@@ -519,7 +505,7 @@ def _loss(
 
 
 def _function(family: Family, ops: _Ops) -> Callable:
-    names, _ = TORCH_SIGNATURES.get(family.name, (("input", "target"), ()))
+    names, _ = family.torch_signature or (("input", "target"), ())
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     signature = inspect.Signature(
         [inspect.Parameter(name, kind) for name in names]

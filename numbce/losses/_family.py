@@ -81,6 +81,10 @@ class Family:
       (where terms of opposite signs cancel, errors are measured in ulps of it).
     * ``torch(x, y, q, **options) -> loss``: the same loss written in PyTorch (elementwise),
       the peer in accuracy tables and benchmarks; None if it has none.
+    * ``torch_signature``: ``((prediction, target), positional)``, the names PyTorch (or
+      torchvision) gives the prediction and the target, and its positional parameters
+      after them, for :mod:`numbce.torch` (the family's other parameters follow,
+      keyword-only); None keeps numbce's signature.
     * ``accuracy_options``: the option sets the accuracy tables and tests sweep;
       ``input_grid``: which extreme grid they use ("logits" or "probabilities").
     * ``float32_in_float64``: float32 data is computed in float64 (then rounded), where the
@@ -118,6 +122,7 @@ class Family:
     input_grid: str
     float32_in_float64: bool = False
     vector_interleave: tuple[int, int] = (0, 0)
+    torch_signature: tuple[tuple[str, str], tuple[str, ...]] | None = None
 
 
 def real_scalar(name: str, value) -> float:

@@ -102,4 +102,8 @@ FAMILY = Family(
     torch=_torch,
     accuracy_options=({},),
     input_grid="probabilities",
+    torch_signature=(
+        ("input", "target"),
+        ("weight", "size_average", "reduce", "reduction"),
+    ),
 )

@@ -234,6 +234,7 @@ FAMILY = Family(
         {"alpha": None, "gamma": 3.7},
     ),
     input_grid="logits",
+    torch_signature=(("inputs", "targets"), ("alpha", "gamma", "reduction")),
     # m^gamma multiplies m's rounding error by gamma: 13.5 float32 ulps at gamma = 3.7
     float32_in_float64=True,
     vector_interleave=(8, 8),  # Zen 5, serial fused float32: 4.8 -> 2.8 ns/element
