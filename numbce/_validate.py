@@ -427,7 +427,7 @@ def _params(family: Family, values: tuple) -> tuple:
     if params is None:
         checked = {option.name: option.check(value)
                    for option, value in zip(family.options, values)}  # fmt: skip
-        params = (*family.params(**checked), 0.0, 0.0, 0.0)[:MAX_PARAMS]
+        params = (*family.params(**checked), *_NO_PARAMS)[:MAX_PARAMS]
         if key is not None and len(_PARAMS) < 1024:
             _PARAMS[key] = params
     return params

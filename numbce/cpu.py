@@ -39,14 +39,20 @@ import numpy as np
 from llvmlite import binding
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from numbce import _config, _validate, _vectormath
 from numbce._cache import use_checked_cache
 from numbce._validate import Request
 from numbce.losses import FAMILIES, Primitives
+from numbce.losses._family import MAX_PARAMS
 
 BAD_INPUT, BAD_TARGET = 1, 2
 """Bits of a block's flags: an input (where range-checked) or a target outside [0, 1]."""
+
+PARAMS_AT = 4
+"""Where the family's :data:`MAX_PARAMS` parameters start in a kernel's ``scalars`` (after
+the weight, pos_weight, gradient scale and row length)."""
 
 SCALAR, ROW, FULL = "scalar", "row", "full"
 """Operand layouts: one value; one value per column of the last axis (indexed in the
@@ -317,7 +323,7 @@ def _kernel_body(variant: Variant):
             weight_value, pos_weight_value, params = one, one, constant_params
         else:
             weight_value, pos_weight_value = real(scalars[0]), real(scalars[1])
-            params = (param(scalars[4]), param(scalars[5]), param(scalars[6]))
+            params = to_fixed_tuple(scalars[PARAMS_AT:].astype(param), MAX_PARAMS)
         grad_scale, row_u = real(scalars[2]), np.uint64(scalars[3])
         n = np.uint64(x.size)
         nblocks = blocks_out.shape[1]
@@ -385,7 +391,8 @@ def _kernel_body(variant: Variant):
     # (Numba would never find a kernel that closes over a dispatcher in its cache).
     names = {"np": np, "element": _element(variant.family, variant.dtype),
              "tree_sum": _tree_sum, "BAD_INPUT": BAD_INPUT, "BAD_TARGET": BAD_TARGET,
-             "__name__": __name__}  # fmt: skip
+             "to_fixed_tuple": to_fixed_tuple, "PARAMS_AT": PARAMS_AT,
+             "MAX_PARAMS": MAX_PARAMS, "__name__": __name__}  # fmt: skip
     return types.FunctionType(
         kernel.__code__, names, "kernel_body", None, kernel.__closure__
     )
