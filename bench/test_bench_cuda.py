@@ -5,9 +5,8 @@ moving the same bytes) and PyTorch CUDA, in one run.
     bash bench/gpu_check.sh            # the whole GPU check: versions, tests, these, report
 
 Cases (``reduction='mean'``, float32 and float64, N from ``--cuda-sizes``, default 1e8 then
-1e6): BCE with logits and BCE on probabilities, each forward, grad, fused value-and-grad and
-grad_hess; the sigmoid focal loss forward, fused and grad_hess. A case whose numbce function
-does not exist yet is skipped (looked up with ``hasattr``). Contestants:
+1e6): every family of the registry (``numbce.losses.FAMILIES``), each forward, grad, fused
+value-and-grad and grad_hess. Contestants:
 
 * ``numbce``: the whole call, then ``cuda.synchronize()``: the time is the work's, not the
   launch's.
@@ -20,10 +19,11 @@ does not exist yet is skipped (looked up with ``hasattr``). Contestants:
   outlasts a Python call, i.e. N = 1e8).
 * ``floor``: a device-to-device copy of ``bytes / 2``: it reads and writes the bytes the
   kernel must move (read x and y, write each output array).
-* ``torch``: PyTorch CUDA on the same device memory: ``binary_cross_entropy_with_logits`` /
-  ``binary_cross_entropy`` and the torchvision formula of the focal loss, forward (fetching
-  the scalar) or forward+backward (for grad and fused). No peer for grad_hess. Skipped when
-  PyTorch has no CUDA.
+* ``torch``: PyTorch CUDA on the same device memory: the family's own PyTorch formula
+  (``Family.torch``: ``torch.nn.functional``'s losses, the torchvision formula of the focal
+  loss) with its default options, averaged, forward (fetching the scalar) or
+  forward+backward (for grad and fused). No peer for grad_hess. Skipped when PyTorch has
+  no CUDA.
 
 Skipped without a real GPU; ``--cuda-sim`` runs it on Numba's CUDA simulator (with
 ``NUMBA_ENABLE_CUDASIM=1``) as a smoke test of this file, whose times mean nothing.
@@ -43,22 +43,13 @@ if not SIMULATOR and not cuda.is_available():
 
 import numbce
 from numbce import cuda as backend
+from numbce.losses import FAMILIES
 
 DTYPES = ["float32", "float64"]
-FUNCTIONS = {
-    ("logits", "forward"): "binary_cross_entropy_with_logits",
-    ("logits", "grad"): "binary_cross_entropy_with_logits_grad",
-    ("logits", "fused"): "binary_cross_entropy_with_logits_value_and_grad",
-    ("logits", "grad_hess"): "binary_cross_entropy_with_logits_grad_hess",
-    ("probs", "forward"): "binary_cross_entropy",
-    ("probs", "grad"): "binary_cross_entropy_grad",
-    ("probs", "fused"): "binary_cross_entropy_value_and_grad",
-    ("probs", "grad_hess"): "binary_cross_entropy_grad_hess",
-    ("focal", "forward"): "sigmoid_focal_loss",
-    ("focal", "fused"): "sigmoid_focal_loss_value_and_grad",
-    ("focal", "grad_hess"): "sigmoid_focal_loss_grad_hess",
-}
-"""(family, op) -> numbce's public function, called with ``reduction='mean'``."""
+OPS = {"forward": "", "grad": "_grad", "fused": "_value_and_grad",
+       "grad_hess": "_grad_hess"}  # fmt: skip
+"""op -> the suffix of numbce's public function (``family + suffix``), called with
+``reduction='mean'``."""
 WRITES = {"forward": 0, "grad": 1, "fused": 1, "grad_hess": 2}
 """Arrays an op writes, besides reading x and y (the 'mean' loss is a scalar)."""
 CONTESTANTS = ["numbce", "numbce-nosync", "floor", "torch"]
@@ -77,7 +68,8 @@ def pytest_generate_tests(metafunc):
             (family, op, dtype, n)
             for n in sizes
             for dtype in DTYPES
-            for family, op in FUNCTIONS
+            for family in FAMILIES
+            for op in OPS
         ]
         ids = [f"{family}-{op}-{dtype}-{size_id(n)}" for family, op, dtype, n in cases]
         metafunc.parametrize("case", cases, ids=ids)
@@ -121,9 +113,9 @@ _INPUTS: dict[tuple, tuple] = {}
 
 
 def _inputs(family: str, n: int, dtype: str):
-    """Device ``(x, y)``: logits ~ 4 N(0, 1) (focal too) or probabilities ~ U(0, 1), with
-    hard 0/1 targets; made once per (data, n, dtype), the previous size freed."""
-    data = "probs" if family == "probs" else "logits"
+    """Device ``(x, y)``: logits ~ 4 N(0, 1) or, for a family on probabilities, U(0, 1),
+    with hard 0/1 targets; made once per (data, n, dtype), the previous size freed."""
+    data = "probs" if FAMILIES[family].input_in_unit_interval else "logits"
     key = (data, n, dtype)
     if key not in _INPUTS:
         for old in [k for k in _INPUTS if k[1] != n]:
@@ -154,10 +146,7 @@ def _idle() -> None:
 
 
 def _numbce_call(family: str, op: str, x, y):
-    name = FUNCTIONS[family, op]
-    if not hasattr(numbce, name):
-        pytest.skip(f"numbce has no {name} yet")
-    function = getattr(numbce, name)
+    function = getattr(numbce, family + OPS[op])
     return lambda: function(x, y, reduction="mean")
 
 
@@ -197,25 +186,14 @@ def _torch_peer(family: str, op: str, x, y):
         pytest.skip("PyTorch has no CUDA")
     if op == "grad_hess":
         pytest.skip("PyTorch has no grad_hess peer")
-    functional = torch.nn.functional
+    formula = FAMILIES[family].torch
+    if formula is None:
+        pytest.skip(f"{family} has no PyTorch formula")
     tx = torch.as_tensor(x, device="cuda")
     ty = torch.as_tensor(y, device="cuda")
-    if family == "logits":
-        loss_of = functional.binary_cross_entropy_with_logits
-    elif family == "probs":
-        loss_of = functional.binary_cross_entropy
-    else:
 
-        def loss_of(inputs, targets, alpha=0.25, gamma=2.0):
-            """torchvision.ops.sigmoid_focal_loss, reduction='mean'."""
-            p = torch.sigmoid(inputs)
-            ce = functional.binary_cross_entropy_with_logits(
-                inputs, targets, reduction="none"
-            )
-            p_t = p * targets + (1 - p) * (1 - targets)
-            loss = ce * ((1 - p_t) ** gamma)
-            alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-            return (alpha_t * loss).mean()
+    def loss_of(inputs, targets):
+        return formula(inputs, targets, None).mean()
 
     if op == "forward":
         return lambda: loss_of(tx, ty).item()
@@ -233,7 +211,7 @@ def _torch_peer(family: str, op: str, x, y):
 def test_cuda(benchmark, case, contestant):
     family, op, dtype, n = case
     x, y = _inputs(family, n, dtype)
-    call = _numbce_call(family, op, x, y)  # skips the case if numbce lacks the function
+    call = _numbce_call(family, op, x, y)
     moved = (2 + WRITES[op]) * x.nbytes
     benchmark.group = f"cuda {family} {op} {dtype} {size_id(n)}"
     benchmark.extra_info.update(

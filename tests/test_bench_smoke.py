@@ -362,7 +362,7 @@ def test_gpu_check_runs_on_the_simulator(tmp_path):
     summary = (out / "summary.txt").read_text()
     assert "tests/test_cuda.py: exit 0 (6 passed" in summary
     assert "bench/test_bench_cuda.py: exit 0" in summary
-    assert "| logits | fused | float32 | 1e+03 |" in summary
+    assert "| binary_cross_entropy_with_logits | fused | float32 | 1e+03 |" in summary
     assert done.stdout.endswith(summary)
 
 
